@@ -1,0 +1,65 @@
+"""What a command needs and the CPU default builds on first use: the synthetic dataset and
+the tiny models, kept in the cache folder. Builds go to a temporary folder that is renamed
+into place when complete, so a crash never leaves a half-built asset behind."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from cluster.config import AppConfig
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    """Run ``build(tmp)`` and rename ``tmp`` to ``target`` unless ``target`` already exists."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        tmp.rename(target)
+    except OSError:
+        if not target.exists():  # a concurrent builder did not win the race
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def dataset_root(cfg: AppConfig) -> Path:
+    """The configured dataset root, or the synthetic dataset built in the cache."""
+    if cfg.data.root:
+        return Path(cfg.data.root).expanduser()
+    from rollout.data.synthetic import make_dataset
+
+    syn = cfg.data.synthetic
+    key = _digest({"seed": cfg.seed, **asdict(syn)})
+    return build_once(cfg.cache_path / "data" / f"synthetic-{key}",
+                      lambda tmp: make_dataset(tmp, seed=cfg.seed, cfg=syn))
+
+
+def tiny_models_dir(cfg: AppConfig) -> Path:
+    from policy.tiny import build_tiny_models
+
+    key = _digest(asdict(cfg.policy.tiny))
+    return build_once(cfg.cache_path / "models" / f"tiny-{key}", lambda tmp: build_tiny_models(tmp, cfg.policy.tiny))
+
+
+def policy_path(cfg: AppConfig) -> str:
+    """The configured policy (local path or hub id), or the tiny model of the configured kind."""
+    if cfg.policy.path:
+        return os.path.expanduser(cfg.policy.path)
+    from policy.tiny import TEXT_DIR, VL_DIR
+
+    return str(tiny_models_dir(cfg) / (TEXT_DIR if cfg.policy.kind == "text" else VL_DIR))

@@ -1,0 +1,107 @@
+"""The ``anomalyagent`` command line.
+
+Every command takes ``--config FILE`` (default: the CPU preset) followed by ``key=value``
+overrides; the configuration is validated before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from cluster.config import DEFAULT_CONFIG, AppConfig, ConfigError, load_config
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotlist overrides, e.g. seed=3")
+
+
+def cmd_make_data(cfg: AppConfig, args) -> int:
+    from rollout.data.synthetic import make_dataset
+
+    t0 = time.perf_counter()
+    root = make_dataset(args.out, seed=args.seed if args.seed is not None else cfg.seed, cfg=cfg.data.synthetic,
+                        progress=True)
+    print(f"synthetic MVTec-layout dataset written to {root} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_tiny_models(cfg: AppConfig, args) -> int:
+    from policy.tiny import build_tiny_models
+
+    paths = build_tiny_models(args.out, cfg.policy.tiny)
+    for kind, path in paths.items():
+        print(f"tiny {kind} model: {path}")
+    return 0
+
+
+def cmd_split(cfg: AppConfig, args) -> int:
+    from cluster.assets import dataset_root
+    from rollout.data import open_dataset
+    from rollout.data.splits import dataset_split, write_split_lists
+
+    root = args.data or dataset_root(cfg)
+    ds = open_dataset(cfg.data.format, root, args.categories.split(",") if args.categories else None,
+                      cfg.data.visa_type_table)
+    for cat in ds.categories:
+        where = write_split_lists(dataset_split(ds, cat), args.out)
+        print(f"{cat}: split lists in {where}")
+    return 0
+
+
+def cmd_demo(cfg: AppConfig, args) -> int:
+    from cluster.demo import run_demo
+
+    return run_demo(cfg, Path(args.out) if args.out else None)
+
+
+COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
+    "make-data": cmd_make_data,
+    "tiny-models": cmd_tiny_models,
+    "split": cmd_split,
+    "demo": cmd_demo,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomalyagent", description="Agentic industrial anomaly synthesis on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("make-data", help="write the synthetic dataset in the MVTec AD layout")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    _add_common(p)
+    p = sub.add_parser("tiny-models", help="build and save the tiny Qwen2 and Qwen2.5-VL models")
+    p.add_argument("--out", required=True)
+    _add_common(p)
+    p = sub.add_parser("split", help="write the per-defect-type floor(N/3) split lists of a dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", default=None, help="dataset root (default: the configured one)")
+    p.add_argument("--categories", default=None, help="comma-separated")
+    _add_common(p)
+    p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
+    p.add_argument("--out", default=None, help="report folder (default: runs/demo)")
+    _add_common(p)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"anomalyagent: config error: {e}", file=sys.stderr)
+        return 2
+    from rollout.data.types import DatasetError
+
+    try:
+        return COMMANDS[args.command](cfg, args)
+    except DatasetError as e:
+        print(f"anomalyagent: dataset error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

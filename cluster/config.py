@@ -1,0 +1,118 @@
+"""The root configuration: structured dataclasses + YAML + dotlist overrides.
+
+Every section is owned by the package that uses it; this module only composes them and
+turns omegaconf's errors into one ``ConfigError`` that names the offending key, raised
+before any work starts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from actors.config import ToolsConfig
+from policy.config import PolicyConfig
+from rollout.config import DataConfig
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = REPO_CONFIGS / "cpu.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is wrong; the message names the key."""
+
+
+@dataclass
+class RayConfig:
+    """``address`` empty: start an embedded local Ray (or join ``RAY_ADDRESS`` if set).
+
+    ``num_cpus`` is the number of *logical* CPUs declared to a local Ray: more than the
+    cores so that fractional actors and 1-CPU tasks never starve each other.
+    """
+
+    address: Optional[str] = None
+    num_cpus: int = 16
+    num_gpus: int = 0
+    namespace: str = "anomalyagent"
+
+
+@dataclass
+class AppConfig:
+    seed: int = 0
+    cache_dir: str = "~/.cache/anomalyagent"
+    out_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(self.cache_dir)))
+
+
+def _describe(err: OmegaConfBaseException, source: str) -> str:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    if key:
+        return f"{source}: bad config key '{key}': {msg}"
+    return f"{source}: {msg}"
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> AppConfig:
+    """Schema ← YAML file ← ``key=value`` overrides, validated, as an ``AppConfig``.
+
+    Unknown keys and values of the wrong type raise ``ConfigError`` naming the key.
+    """
+    schema = OmegaConf.structured(AppConfig)
+    OmegaConf.set_struct(schema, True)
+    merged = schema
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.load(p))
+        except OmegaConfBaseException as e:
+            raise ConfigError(_describe(e, str(p))) from None
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override must look like key=value, got {bad[0]!r}")
+    try:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, "override")) from None
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, "config")) from None
+    _check_choices(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "data.format": ("mvtec", "visa", "loco"),
+    "policy.kind": ("text", "vl"),
+    "tools.image_gen.backend": ("procedural", "diffusers"),
+    "tools.mask_gen.backend": ("classical", "sam"),
+    "tools.quality_eval.backend": ("metric", "vlm"),
+    "tools.knowledge.embedder": ("minilm", "hashing"),
+    "tools.prompt_gen.backend": ("template", "llm"),
+}
+
+
+def _check_choices(cfg: AppConfig) -> None:
+    for dotted, allowed in _CHOICES.items():
+        value = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            raise ConfigError(f"bad config key '{dotted}': {value!r} is not one of {list(allowed)}")
+
+
+def to_yaml(cfg: AppConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

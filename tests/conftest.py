@@ -1,0 +1,26 @@
+"""Shared fixtures: the synthetic dataset and tiny models, built once per test session."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def syn_root(tmp_path_factory):
+    from rollout.config import SyntheticDataConfig
+    from rollout.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("syn"), seed=0, cfg=SyntheticDataConfig(size=64))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    from policy.tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))

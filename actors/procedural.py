@@ -154,8 +154,10 @@ def _geometric_target(img: np.ndarray, box: Box, spec: DefectSpec, rng) -> np.nd
     elif spec.shape == "bent":
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         amp = 0.15 * max(h, w) * spec.size
-        map_x = xx + amp * np.sin(yy / max(h, 1) * np.pi * rng.uniform(1, 2))
+        phase = yy / max(h, 1) * np.pi * rng.uniform(1, 2)
+        map_x = xx + amp * np.sin(phase)
         patch = cv2.remap(patch, map_x, yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        patch = patch * (1.0 + 0.4 * np.cos(phase))[..., None]  # light follows the bend, visible on flat surfaces
     elif spec.shape == "misplaced":
         patch = np.roll(patch[::-1, ::-1], (h // 3, w // 3), axis=(0, 1))
     out[y0:y1, x0:x1] = patch

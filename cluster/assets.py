@@ -63,3 +63,10 @@ def policy_path(cfg: AppConfig) -> str:
     from policy.tiny import TEXT_DIR, VL_DIR
 
     return str(tiny_models_dir(cfg) / (TEXT_DIR if cfg.policy.kind == "text" else VL_DIR))
+
+
+def tiny_inpaint_dir(cfg: AppConfig) -> Path:
+    """The tiny SD-inpainting pipeline (saved with ``save_pretrained``) for CPU runs of the diffusers backend."""
+    from actors.tiny import save_tiny_inpaint_pipeline
+
+    return build_once(cfg.cache_path / "models" / "tiny-inpaint-v1", lambda tmp: save_tiny_inpaint_pipeline(tmp / "pipe")) / "pipe"

@@ -58,11 +58,20 @@ def cmd_demo(cfg: AppConfig, args) -> int:
     return run_demo(cfg, Path(args.out) if args.out else None)
 
 
+def cmd_bench(cfg: AppConfig, args) -> int:
+    if args.suite == "tools":
+        from benchmarks.tools import run_tools_bench
+
+        run_tools_bench(cfg)
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "make-data": cmd_make_data,
     "tiny-models": cmd_tiny_models,
     "split": cmd_split,
     "demo": cmd_demo,
+    "bench": cmd_bench,
 }
 
 
@@ -80,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--data", default=None, help="dataset root (default: the configured one)")
     p.add_argument("--categories", default=None, help="comma-separated")
+    _add_common(p)
+    p = sub.add_parser("bench", help="benchmarks: tools (IG batching, per-tool latency)")
+    p.add_argument("suite", choices=["tools"])
     _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")

@@ -24,3 +24,35 @@ def tiny_models(tmp_path_factory):
     from policy.tiny import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session; logical CPUs sized so fractional actors never starve."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             namespace="anomalyagent-tests")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_inpaint(tmp_path_factory):
+    from actors.tiny import save_tiny_inpaint_pipeline
+
+    return save_tiny_inpaint_pipeline(tmp_path_factory.mktemp("inpaint") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def pill():
+    from rollout.data.synthetic import normal_image
+
+    return normal_image("syn_pill", 1, 96)
+
+
+@pytest.fixture(scope="session")
+def marble():
+    from rollout.data.synthetic import normal_image
+
+    return normal_image("syn_marble", 1, 96)

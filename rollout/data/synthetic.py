@@ -20,6 +20,7 @@ from PIL import Image
 
 from actors.knowledge_base import load_knowledge_base
 from actors.procedural import render_defect, spec_from_words
+from actors.regions import SIDE_FRACTION, place_on
 from rollout.config import SyntheticDataConfig
 
 ROLES = {"syn_weave": "source", "syn_washer": "source", "syn_marble": "target", "syn_pill": "target"}
@@ -79,7 +80,6 @@ def _pill(rng, s: int) -> Canvas:
 PAINTERS: Dict[str, Callable[[np.random.Generator, int], Canvas]] = {
     "syn_weave": _weave, "syn_marble": _marble, "syn_washer": _washer, "syn_pill": _pill,
 }
-_REGION_FRACTION = {"small": 0.28, "medium": 0.38, "large": 0.5}
 
 
 def image_seed(seed: int, *parts: object) -> int:
@@ -91,19 +91,6 @@ def normal_image(category: str, seed: int, size: int) -> Canvas:
     if category not in PAINTERS:
         raise ValueError(f"unknown synthetic category {category!r}; known: {', '.join(PAINTERS)}")
     return PAINTERS[category](np.random.default_rng(seed), size)
-
-
-def place_box(foreground: np.ndarray, side: int, rng) -> Tuple[int, int, int, int]:
-    """A square box of the given side whose centre lies on the foreground."""
-    h, w = foreground.shape
-    ys, xs = np.nonzero(foreground)
-    for _ in range(64):
-        i = rng.integers(len(xs))
-        x0, y0 = int(xs[i]) - side // 2, int(ys[i]) - side // 2
-        if 0 <= x0 and 0 <= y0 and x0 + side <= w and y0 + side <= h:
-            return x0, y0, x0 + side, y0 + side
-    x0, y0 = (w - side) // 2, (h - side) // 2
-    return x0, y0, x0 + side, y0 + side
 
 
 def _save(img: np.ndarray, path: Path) -> None:
@@ -139,7 +126,7 @@ def make_dataset(out: str | Path, seed: int = 0, cfg: Optional[SyntheticDataConf
             continue
         e = kb.get(cat, defect)
         rng = np.random.default_rng(image_seed(seed, cat, defect, i, "box"))
-        box = place_box(canvas.foreground, int(_REGION_FRACTION[e.size] * cfg.size), rng)
+        box = place_on(canvas.foreground, int(SIDE_FRACTION[e.size] * cfg.size), rng)
         edited, alpha = render_defect(canvas.image, box, spec_from_words(e.shape, e.colour, e.size, e.contrast),
                                       image_seed(seed, cat, defect, i, "defect"))
         mask = ((alpha > 0.5) & canvas.foreground) * np.uint8(255)

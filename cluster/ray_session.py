@@ -1,0 +1,26 @@
+"""Start an embedded local Ray, or join a cluster (``ray.address`` or ``RAY_ADDRESS``)."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from cluster.config import RayConfig
+
+
+@contextmanager
+def ray_session(cfg: RayConfig):
+    import ray
+
+    if ray.is_initialized():  # a caller (or a test) already owns the session
+        yield ray
+        return
+    address = os.environ.get("RAY_ADDRESS") or cfg.address
+    if address:
+        ray.init(address=address, namespace=cfg.namespace, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cfg.num_cpus or None, num_gpus=cfg.num_gpus or None, include_dashboard=False,
+                 namespace=cfg.namespace, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

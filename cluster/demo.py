@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from cluster.config import AppConfig
+from cluster.demo_tools import run_tool_chain
 from cluster.stages import StageRunner
 
 
@@ -74,6 +75,7 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     runner.run("splits", lambda: _stage_splits(cfg, data["root"], out))
     models = runner.run("models", lambda: _stage_models(cfg))
     runner.run("policy_turn", lambda: _stage_policy_turn(cfg, models["policy"]))
+    runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
     report = write_report(out, runner)
     print(f"demo finished: report at {report}")
     return 0

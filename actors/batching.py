@@ -81,6 +81,10 @@ class DynamicBatcher:
                 self.batches += 1
                 self.items += len(live)
 
+    async def run_exclusive(self, fn: Callable, *args) -> Any:
+        """Run ``fn`` on the batch thread, between batches (e.g. a weight update)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     def stuck_for(self) -> float:
         """Seconds the batch in progress has been running (0 when idle)."""
         return 0.0 if self.running_since is None else time.monotonic() - self.running_since

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from actors.config import ToolsConfig
 from policy.config import PolicyConfig
-from rollout.config import DataConfig
+from rollout.config import DataConfig, EpisodeConfig, RolloutConfig
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = REPO_CONFIGS / "cpu.yaml"
@@ -48,6 +48,8 @@ class AppConfig:
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property

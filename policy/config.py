@@ -22,6 +22,18 @@ class TinyModelConfig:
 
 
 @dataclass
+class EngineConfig:
+    """The HF generation engine (CPU and small GPUs); verl's vLLM/SGLang servers on clusters."""
+
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_batch_size: int = 32
+    batch_wait_ms: float = 10.0
+    max_restarts: int = 2
+
+
+@dataclass
 class PolicyConfig:
     """``path`` empty means: build (once) and use the tiny text model in the cache folder."""
 
@@ -29,3 +41,4 @@ class PolicyConfig:
     kind: str = "text"  # text | vl
     dtype: str = "float32"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)

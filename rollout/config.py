@@ -33,3 +33,27 @@ class DataConfig:
     target_categories: List[str] = field(default_factory=lambda: ["syn_marble", "syn_pill"])
     visa_type_table: Optional[str] = None  # CSV image,defect for VisA per-defect-type split
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+
+@dataclass
+class EpisodeConfig:
+    """Caps and sampling of one multi-turn episode."""
+
+    max_turns: int = 8  # policy turns
+    max_turn_tokens: int = 160  # new tokens per policy turn
+    max_response_tokens: int = 2048  # policy + observation tokens after the prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    pass_score: float = 3.5  # mean of location and quality that counts as a passing generation
+
+
+@dataclass
+class RolloutConfig:
+    """How episodes spread over the cluster."""
+
+    num_workers: int = 2  # rollout worker actors (spread over nodes)
+    episodes_per_worker: int = 16  # concurrent episodes inside one worker
+    group_size: int = 4  # G samples per task
+    max_attempts: int = 3  # re-runs of an episode hit by an infrastructure fault
+    worker_num_cpus: float = 0.25
+    store_dir: str = "trajectories"  # relative to the run's out_dir

@@ -1,0 +1,239 @@
+"""One multi-turn episode (design.md §4), independent of Ray and verl.
+
+``Episode`` holds the state: token ids exactly as generated (never re-tokenized), the
+response mask (1 = policy token, 0 = observation token), the sampling-time log-probs, the
+images, every tool call with its result, and every QE score. ``EpisodeRunner`` drives it
+as an explicit state machine with one handler per state:
+
+    GENERATE ──policy turn──▶ ACT ──tool result / error observation──▶ GENERATE
+        │                      │
+        └── turn or token cap ─┴── valid <answer> ──▶ DONE
+
+Malformed turns and failing tools become typed error observations; the runner never
+raises on policy output.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Protocol
+
+import numpy as np
+
+from rollout.config import EpisodeConfig
+from rollout.format import ANSWER_CLOSE, CALL_CLOSE, IM_END
+from rollout.parser import Answer, ToolCall, TurnError, parse_turn
+from rollout.prompts import SYSTEM_PROMPT, observation_text, task_text
+from rollout.tasks import Task
+
+
+@dataclass
+class Generation:
+    """What an LLM server returns for one turn."""
+
+    token_ids: List[int]
+    log_probs: List[float]
+    stop_reason: str = "completed"  # completed | length
+
+
+class LLM(Protocol):
+    async def generate(self, request_id: str, prompt_ids: List[int], sampling_params: Dict[str, Any]) -> Generation: ...
+
+
+class ToolCaller(Protocol):
+    async def call(self, arguments, images=None, context=None) -> dict: ...
+
+
+class State(enum.Enum):
+    GENERATE = "generate"
+    ACT = "act"
+    DONE = "done"
+
+
+@dataclass
+class Episode:
+    episode_id: str
+    task: Task
+    prompt_ids: List[int]
+    images: List[np.ndarray]
+    response_ids: List[int] = field(default_factory=list)
+    response_mask: List[int] = field(default_factory=list)
+    response_logprobs: List[float] = field(default_factory=list)
+    image_meta: List[Dict[str, Any]] = field(default_factory=lambda: [{"source": "normal"}])
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)
+    tool_log: List[Dict[str, Any]] = field(default_factory=list)
+    qe_scores: List[Dict[str, Any]] = field(default_factory=list)
+    actions: List[str] = field(default_factory=list)  # tool names, "answer", or "error:<code>"
+    format_ok: List[bool] = field(default_factory=list)
+    turns: int = 0
+    status: Optional[str] = None  # answer | turn_cap | token_cap
+    answer: Optional[Dict[str, Any]] = None
+    timings: Dict[str, float] = field(default_factory=lambda: {"generate_s": 0.0, "tools_s": 0.0})
+
+    def record(self) -> Dict[str, Any]:
+        """Everything the store and the reward need (images as arrays)."""
+        return {
+            "episode_id": self.episode_id, "task": self.task.to_dict(), "prompt_ids": list(self.prompt_ids),
+            "response_ids": list(self.response_ids), "response_mask": list(self.response_mask),
+            "response_logprobs": list(self.response_logprobs), "tool_log": self.tool_log,
+            "qe_scores": self.qe_scores, "actions": self.actions, "format_ok": self.format_ok,
+            "turns": self.turns, "status": self.status, "answer": self.answer, "images": self.images,
+            "image_meta": self.image_meta, "masks": self.masks, "timings": self.timings,
+        }
+
+
+def _summary(result: Mapping[str, Any]) -> Dict[str, Any]:
+    """The JSON part of a tool result (arrays dropped) for the log."""
+    return {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
+
+
+class EpisodeRunner:
+    def __init__(self, task: Task, normal: np.ndarray, tokenizer, llm: LLM, tools: Mapping[str, ToolCaller],
+                 cfg: EpisodeConfig, episode_id: Optional[str] = None):
+        messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": task_text(task.category, task.defect_type)}]
+        prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        self.ep = Episode(episode_id or task.task_id, task, list(prompt_ids), [normal])
+        self.tok, self.llm, self.tools, self.cfg = tokenizer, llm, tools, cfg
+        self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
+        self.stop_ids = [self.im_end] + [tokenizer.convert_tokens_to_ids(t) for t in (CALL_CLOSE, ANSWER_CLOSE)]
+        self._last_turn: Optional[Generation] = None
+        self._handlers = {State.GENERATE: self._generate, State.ACT: self._act}
+
+    async def run(self) -> Episode:
+        state = State.GENERATE
+        while state is not State.DONE:
+            state = await self._handlers[state]()
+        return self.ep
+
+    # ---- states ----
+    def _room(self) -> int:
+        return self.cfg.max_response_tokens - len(self.ep.response_ids)
+
+    async def _generate(self) -> State:
+        ep = self.ep
+        if ep.turns >= self.cfg.max_turns:
+            ep.status = "turn_cap"
+            return State.DONE
+        budget = min(self.cfg.max_turn_tokens, self._room())
+        if budget < 8:
+            ep.status = "token_cap"
+            return State.DONE
+        params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "max_tokens": budget,
+                  "stop_token_ids": self.stop_ids}
+        t0 = time.perf_counter()
+        gen = await self.llm.generate(f"{ep.episode_id}-t{ep.turns}", ep.prompt_ids + ep.response_ids, params)
+        ep.timings["generate_s"] += time.perf_counter() - t0
+        ids = list(gen.token_ids)[:budget]
+        ep.response_ids += ids
+        ep.response_mask += [1] * len(ids)
+        logprobs = list(gen.log_probs or [])
+        ep.response_logprobs += (logprobs + [0.0] * len(ids))[: len(ids)]
+        ep.turns += 1
+        self._last_turn = Generation(ids, logprobs, gen.stop_reason)
+        return State.ACT
+
+    async def _act(self) -> State:
+        ep, turn = self.ep, self._last_turn
+        text = self.tok.decode(turn.token_ids, skip_special_tokens=False)
+        parsed = parse_turn(text.replace(IM_END, ""), truncated=turn.stop_reason == "length")
+        ep.format_ok.append(parsed.format_ok and not isinstance(parsed.action, TurnError))
+        action = parsed.action
+        if isinstance(action, Answer):
+            problem = self._check_answer(action.content)
+            if problem is None:
+                ep.actions.append("answer")
+                ep.answer = action.content
+                ep.status = "answer"
+                return State.DONE
+            action = problem
+        if isinstance(action, TurnError):
+            ep.actions.append(f"error:{action.code}")
+            ep.tool_log.append({"turn": ep.turns, "name": None, "ok": False, "error": {"code": action.code, "message": action.message}})
+            payload = {"error": action.code, "message": action.message}
+        else:
+            payload = await self._call_tool(action)
+        obs = observation_text(payload)
+        if turn.token_ids and turn.token_ids[-1] == self.im_end:
+            obs = obs[len(IM_END):]
+        obs_ids = self.tok.encode(obs, add_special_tokens=False)
+        if len(obs_ids) > self._room():
+            ep.status = "token_cap"
+            return State.DONE
+        ep.response_ids += obs_ids
+        ep.response_mask += [0] * len(obs_ids)
+        ep.response_logprobs += [0.0] * len(obs_ids)
+        return State.GENERATE
+
+    # ---- helpers ----
+    def _check_answer(self, content: Dict[str, Any]) -> Optional[TurnError]:
+        idx = content.get("final_image_index")
+        n = len(self.ep.images)
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 1 <= idx < n:
+            have = f"images 1..{n - 1}" if n > 1 else "no generated image yet"
+            return TurnError("bad_answer", f"final_image_index must name a generated image ({have})")
+        if content.get("status") not in ("success", "failure"):
+            return TurnError("bad_answer", 'status must be "success" or "failure"')
+        return None
+
+    def _image_for(self, args: Dict[str, Any], default_last: bool) -> int:
+        n = len(self.ep.images)
+        idx = args.get("image_index", n - 1 if default_last else 0)
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < n or (default_last and idx == 0):
+            have = f"1..{n - 1}" if n > 1 else "none yet"
+            raise LookupError(f"image_index must name a generated image ({have})")
+        return idx
+
+    async def _call_tool(self, call: ToolCall) -> Dict[str, Any]:
+        ep, task = self.ep, self.ep.task
+        ctx: Dict[str, Any] = {"category": task.category, "defect_type": task.defect_type}
+        args = dict(call.arguments)
+        images = None
+        try:
+            if call.name == "image_gen":
+                idx = self._image_for(args, default_last=False)
+                images = {"image": ep.images[idx]}
+                args.setdefault("seed", (task.seed * 31 + ep.turns) % (2**31 - 1))
+            elif call.name in ("quality_eval", "mask_gen"):
+                idx = self._image_for(args, default_last=True)
+                images = {"normal": ep.images[0], "edited": ep.images[idx]}
+                ctx["region_px"] = ep.image_meta[idx].get("region_px")
+        except LookupError as e:
+            out = {"ok": False, "error": {"code": "bad_image_index", "message": str(e), "field": "image_index"}}
+        else:
+            t0 = time.perf_counter()
+            out = await self.tools[call.name].call(args, images, ctx)
+            ep.timings["tools_s"] += time.perf_counter() - t0
+        entry = {"turn": ep.turns, "name": call.name, "arguments": call.arguments, "ok": out["ok"]}
+        if not out["ok"]:
+            err = out["error"]
+            entry["error"] = err
+            ep.tool_log.append(entry)
+            ep.actions.append(f"error:{err['code']}")
+            payload = {"error": err["code"], "message": err["message"]}
+            if err.get("field"):
+                payload["field"] = err["field"]
+            return payload
+        ep.actions.append(call.name)
+        result = out["result"]
+        entry["result"] = _summary(result)
+        ep.tool_log.append(entry)
+        if call.name == "image_gen":
+            ep.images.append(result["image"])
+            ep.image_meta.append({"source": "image_gen", "prompt": args["prompt"], "from_index": idx,
+                                  "region": result["region"], "region_px": result["region_px"]})
+            return {"image_index": len(ep.images) - 1, "region": result["region"]}
+        if call.name == "quality_eval":
+            score = {"image_index": idx, "turn": ep.turns, "location_score": result["location_score"],
+                     "quality_score": result["quality_score"]}
+            ep.qe_scores.append(score)
+            ep.image_meta[idx]["qe"] = score
+            return {"image_index": idx, "location_score": result["location_score"],
+                    "quality_score": result["quality_score"], "review": result["review"]}
+        if call.name == "mask_gen":
+            ep.masks[idx] = result["mask"]
+            return {"image_index": idx, "mask_area": result["area"]}
+        if call.name == "prompt_gen":
+            return {"prompt": result["prompt"]}
+        return {"text": result["text"]}  # knowledge

@@ -1,0 +1,32 @@
+"""What the policy reads: the system prompt, the task, and each tool result rendered as a
+``tool`` turn. Kept short: with a tiny vocabulary every word of the prompt costs tokens."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+from rollout.format import IM_END, IM_START, RESPONSE_CLOSE, RESPONSE_OPEN
+
+SYSTEM_PROMPT = (
+    "You add a realistic industrial defect to a normal image using tools. Each turn: "
+    "<thinking>reasoning</thinking> then one <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call> "
+    "or, at the end, <answer>{\"status\": \"success\", \"final_image_index\": k}</answer>. "
+    "Tools: prompt_gen {} -> editing prompt; knowledge {\"query\"?} -> defect knowledge; "
+    "image_gen {\"prompt\", \"region\"?: [x0,y0,x1,y1] in 0..1, \"image_index\"?, \"seed\"?} -> new image k; "
+    "quality_eval {\"image_index\"?} -> location_score, quality_score (0-5), review; "
+    "mask_gen {\"image_index\"?} -> anomaly mask. Image 0 is the normal image."
+)
+
+
+def task_text(category: str, defect_type: str) -> str:
+    return f"Category: {category}. Defect type: {defect_type}. Image 0 is a normal {category}."
+
+
+def observation_text(payload: Dict[str, Any]) -> str:
+    """A tool result (or an error) as the next ``tool`` turn, ending with the assistant cue.
+
+    The policy's turn ended at its closing tag (a stop token), so the observation closes
+    that assistant message first.
+    """
+    body = json.dumps(payload, separators=(", ", ": "), ensure_ascii=False)
+    return f"{IM_END}\n{IM_START}tool\n{RESPONSE_OPEN}{body}{RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"

@@ -48,14 +48,18 @@ class ToolPool:
     """A tool's replicas; calls go round-robin. A replica that is gone for good answers as
     an ``unavailable`` tool error, so the caller sees an observation, not an exception."""
 
-    def __init__(self, name: str, tools: ToolsConfig, replicas: Optional[int] = None,
-                 inject: Optional[Dict[str, Any]] = None):
-        r = resources_of(name, tools)
+    def __init__(self, name: str, tools: Optional[ToolsConfig] = None, replicas: Optional[int] = None,
+                 inject: Optional[Dict[str, Any]] = None, handles: Optional[List[Any]] = None):
         self.name = name
-        remote = ray.remote(ToolActor)
-        self.actors: List[Any] = [remote.options(**actor_options(r)).remote(name, tools, inject)
-                                  for _ in range(replicas or r.replicas)]
+        if handles is None:
+            r = resources_of(name, tools)
+            remote = ray.remote(ToolActor)
+            handles = [remote.options(**actor_options(r)).remote(name, tools, inject) for _ in range(replicas or r.replicas)]
+        self.actors: List[Any] = list(handles)
         self._next = itertools.cycle(range(len(self.actors)))
+
+    def __reduce__(self):  # travels to other actors as its handles
+        return (ToolPool, (self.name, None, None, None, self.actors))
 
     def actor(self):
         return self.actors[next(self._next)]

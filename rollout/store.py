@@ -1,0 +1,114 @@
+"""Trajectory store: one Parquet row per episode, images and masks as PNG files.
+
+Each episode is one Parquet file ``episodes/<episode_id>.parquet`` written to a temporary
+name and renamed into place, so a crash never leaves a half-written row and the episode id
+makes a second write a no-op. The folder reads as one table with pandas or duckdb
+(``pd.read_parquet(root / "episodes")``). Images are written before the row, so a row
+always points at files that exist.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+SCHEMA = pa.schema([
+    ("episode_id", pa.string()), ("task_id", pa.string()), ("group", pa.string()), ("category", pa.string()),
+    ("defect_type", pa.string()), ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
+    ("response_mask", pa.list_(pa.int8())), ("response_logprobs", pa.list_(pa.float32())),
+    ("tool_log", pa.string()), ("qe_scores", pa.string()), ("actions", pa.list_(pa.string())),
+    ("format_ok", pa.list_(pa.bool_())), ("turns", pa.int32()), ("status", pa.string()), ("answer", pa.string()),
+    ("image_paths", pa.list_(pa.string())), ("mask_paths", pa.string()), ("image_meta", pa.string()),
+    ("rewards", pa.string()), ("node_id", pa.string()), ("worker", pa.string()), ("attempt", pa.int32()),
+    ("generate_s", pa.float64()), ("tools_s", pa.float64()),
+])
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _atomic_png(array: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+class TrajectoryStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.episodes = self.root / "episodes"
+        self.images = self.root / "images"
+        self.episodes.mkdir(parents=True, exist_ok=True)
+        self.images.mkdir(parents=True, exist_ok=True)
+
+    def path_of(self, episode_id: str) -> Path:
+        if not _SAFE.match(episode_id):
+            raise ValueError(f"episode id {episode_id!r} must match {_SAFE.pattern}")
+        return self.episodes / f"{episode_id}.parquet"
+
+    def has(self, episode_id: str) -> bool:
+        return self.path_of(episode_id).exists()
+
+    def ids(self) -> List[str]:
+        return sorted(p.stem for p in self.episodes.glob("*.parquet"))
+
+    def write(self, record: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> bool:
+        """Store one episode record (``Episode.record()`` plus ``extra`` columns).
+        Returns False, writing nothing, when the episode is already stored."""
+        eid = record["episode_id"]
+        target = self.path_of(eid)
+        if target.exists():
+            return False
+        extra = extra or {}
+        folder = self.images / eid
+        folder.mkdir(exist_ok=True)
+        image_paths = []
+        for k, img in enumerate(record["images"]):
+            p = folder / f"{k}.png"
+            _atomic_png(img, p)
+            image_paths.append(str(p.relative_to(self.root)))
+        mask_paths = {}
+        for k, mask in record.get("masks", {}).items():
+            p = folder / f"{k}_mask.png"
+            _atomic_png(mask, p)
+            mask_paths[str(k)] = str(p.relative_to(self.root))
+        task = record["task"]
+        row = {
+            "episode_id": eid, "task_id": task["task_id"], "group": extra.get("group", task["task_id"]),
+            "category": task["category"], "defect_type": task["defect_type"],
+            "prompt_ids": record["prompt_ids"], "response_ids": record["response_ids"],
+            "response_mask": record["response_mask"], "response_logprobs": record["response_logprobs"],
+            "tool_log": json.dumps(record["tool_log"], default=str), "qe_scores": json.dumps(record["qe_scores"]),
+            "actions": record["actions"], "format_ok": record["format_ok"], "turns": record["turns"],
+            "status": record["status"], "answer": json.dumps(record["answer"]), "image_paths": image_paths,
+            "mask_paths": json.dumps(mask_paths), "image_meta": json.dumps(record["image_meta"], default=str),
+            "rewards": json.dumps(extra.get("rewards")), "node_id": extra.get("node_id", ""),
+            "worker": extra.get("worker", ""), "attempt": int(extra.get("attempt", 1)),
+            "generate_s": float(record["timings"]["generate_s"]), "tools_s": float(record["timings"]["tools_s"]),
+        }
+        table = pa.Table.from_pylist([row], schema=SCHEMA)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp)
+        try:
+            os.link(tmp, target)  # atomic, and fails if another writer got there first
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def read(self, columns: Optional[Iterable[str]] = None):
+        """All stored episodes as a pandas DataFrame."""
+        import pandas as pd
+
+        if not self.ids():
+            return pd.DataFrame(columns=list(columns or SCHEMA.names))
+        return pq.read_table(self.episodes, schema=SCHEMA, columns=list(columns) if columns else None).to_pandas()
+
+    def load_image(self, relative: str) -> np.ndarray:
+        return np.asarray(Image.open(self.root / relative).convert("RGB"))

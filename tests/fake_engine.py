@@ -1,0 +1,27 @@
+"""A scripted generation engine actor: turn n of every episode returns the n-th scripted
+turn, so rollouts exercise every tool with exact, known tokens."""
+from __future__ import annotations
+
+from typing import List
+
+
+class ScriptedEngine:
+    def __init__(self, policy_path: str, turns: List[str]):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(policy_path)
+        self.turn_ids = [tok.encode(t, add_special_tokens=False) for t in turns]
+        self.calls = 0
+
+    async def generate(self, request_id: str = "", *, prompt_ids, sampling_params, **kwargs):
+        from rollout.verl_adapter import token_output
+
+        self.calls += 1
+        n = int(request_id.rsplit("-t", 1)[1])
+        ids = self.turn_ids[min(n, len(self.turn_ids) - 1)][: sampling_params["max_tokens"]]
+        return token_output(ids, [-0.5] * len(ids), "completed")
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()

@@ -30,9 +30,10 @@ class DynamicBatcher:
         self.running_since: Optional[float] = None  # monotonic start of the batch in progress
 
     def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+            self._worker = loop.create_task(self._run())
 
     async def submit(self, item: Any) -> Any:
         self._ensure_worker()

@@ -63,6 +63,10 @@ def cmd_bench(cfg: AppConfig, args) -> int:
         from benchmarks.tools import run_tools_bench
 
         run_tools_bench(cfg)
+    elif args.suite == "rollout":
+        from benchmarks.rollout import run_rollout_bench
+
+        run_rollout_bench(cfg, n_tasks=args.tasks, group_size=args.group)
     return 0
 
 
@@ -90,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset root (default: the configured one)")
     p.add_argument("--categories", default=None, help="comma-separated")
     _add_common(p)
-    p = sub.add_parser("bench", help="benchmarks: tools (IG batching, per-tool latency)")
-    p.add_argument("suite", choices=["tools"])
+    p = sub.add_parser("bench", help="benchmarks: tools (IG batching, tool latency), rollout (manager vs sequential)")
+    p.add_argument("suite", choices=["tools", "rollout"])
+    p.add_argument("--tasks", type=int, default=16, help="rollout: number of tasks")
+    p.add_argument("--group", type=int, default=4, help="rollout: samples per task (G)")
     _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")
@@ -100,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    stray = [r for r in rest if r.startswith("-") or "=" not in r]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = list(args.overrides) + rest  # key=value after options
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:

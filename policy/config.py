@@ -26,7 +26,7 @@ class EngineConfig:
     """The HF generation engine (CPU and small GPUs); verl's vLLM/SGLang servers on clusters."""
 
     replicas: int = 1
-    num_cpus: float = 1.0
+    num_cpus: float = 2.0  # Ray gives an actor as many intra-op threads as whole CPUs
     num_gpus: float = 0.0
     max_batch_size: int = 32
     batch_wait_ms: float = 10.0

@@ -79,7 +79,11 @@ class HFEngine:
                     sorted_p, order = probs.sort(-1, descending=True)
                     keep = sorted_p.cumsum(-1) - sorted_p < top_p
                     probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-                tok = torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=self.generator).squeeze(-1)
+                # inverse-CDF sampling: one uniform per row instead of torch.multinomial's
+                # per-call set-up (or Gumbel noise per vocabulary entry) — same distribution
+                cdf = probs.cumsum(-1)
+                u = torch.rand((probs.shape[0], 1), generator=self.generator, device=self.device) * cdf[:, -1:]
+                tok = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
             tok_lp = logp.gather(-1, tok[:, None]).squeeze(-1)
             for i in torch.nonzero(~done).flatten().tolist():
                 out_tokens[i].append(int(tok[i]))

@@ -111,28 +111,43 @@ class EpisodeRunner:
     def _room(self) -> int:
         return self.cfg.max_response_tokens - len(self.ep.response_ids)
 
-    async def _generate(self) -> State:
+    def _cap_reached(self) -> bool:
+        """Set the status and say so when no further turn may start."""
+        if self.ep.turns >= self.cfg.max_turns:
+            self.ep.status = "turn_cap"
+        elif min(self.cfg.max_turn_tokens, self._room()) < 8:
+            self.ep.status = "token_cap"
+        return self.ep.status is not None
+
+    def _accept(self, gen: Generation) -> None:
+        """Append one policy turn exactly as generated (mask 1, sampling-time log-probs)."""
         ep = self.ep
-        if ep.turns >= self.cfg.max_turns:
-            ep.status = "turn_cap"
+        ids = list(gen.token_ids)[: min(self.cfg.max_turn_tokens, self._room())]
+        ep.response_ids += ids
+        ep.response_mask += [1] * len(ids)
+        ep.response_logprobs += (list(gen.log_probs or []) + [0.0] * len(ids))[: len(ids)]
+        ep.turns += 1
+        self._last_turn = Generation(ids, list(gen.log_probs or []), gen.stop_reason)
+
+    async def _generate(self) -> State:
+        if self._cap_reached():
             return State.DONE
-        budget = min(self.cfg.max_turn_tokens, self._room())
-        if budget < 8:
-            ep.status = "token_cap"
-            return State.DONE
-        params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "max_tokens": budget,
-                  "stop_token_ids": self.stop_ids}
+        ep = self.ep
+        params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
+                  "max_tokens": min(self.cfg.max_turn_tokens, self._room()), "stop_token_ids": self.stop_ids}
         t0 = time.perf_counter()
         gen = await self.llm.generate(f"{ep.episode_id}-t{ep.turns}", ep.prompt_ids + ep.response_ids, params)
         ep.timings["generate_s"] += time.perf_counter() - t0
-        ids = list(gen.token_ids)[:budget]
-        ep.response_ids += ids
-        ep.response_mask += [1] * len(ids)
-        logprobs = list(gen.log_probs or [])
-        ep.response_logprobs += (logprobs + [0.0] * len(ids))[: len(ids)]
-        ep.turns += 1
-        self._last_turn = Generation(ids, logprobs, gen.stop_reason)
+        self._accept(gen)
         return State.ACT
+
+    async def step(self, gen: Generation) -> bool:
+        """Feed one externally produced turn (the gymnasium view); True when the episode is over."""
+        if self.ep.status is None and not self._cap_reached():
+            self._accept(gen)
+            if await self._act() is State.GENERATE:
+                self._cap_reached()
+        return self.ep.status is not None
 
     async def _act(self) -> State:
         ep, turn = self.ep, self._last_turn

@@ -61,3 +61,17 @@ def test_load_state_dict_changes_the_policy(tiny_models):
     assert eng.load_state_dict(sd) == 1
     after = eng.generate_batch([GenRequest(p, {"temperature": 0.0, "max_tokens": 8})])[0]
     assert before.token_ids != after.token_ids  # greedy log-probs are all 0: compare the tokens
+
+
+def test_sampler_draws_from_the_softmax_distribution(engine):
+    """Empirical token frequencies of one step match softmax(logits / T)."""
+    p = prompt(engine, "go")
+    n = 4000
+    out = engine.generate_batch([GenRequest(p, {"temperature": 1.5, "max_tokens": 1})] * n)
+    with torch.no_grad():
+        logits = engine.model(torch.tensor([p])).logits[0, -1].float()
+    probs = torch.softmax(logits / 1.5, -1)
+    counts = torch.bincount(torch.tensor([o.token_ids[0] for o in out]), minlength=probs.numel()).float() / n
+    top = probs.topk(5).indices
+    assert torch.allclose(counts[top], probs[top], atol=4 * (probs[top] / n).sqrt().max() + 0.01)
+    assert counts.sum() == pytest.approx(1.0)

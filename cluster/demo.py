@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from cluster.config import AppConfig
+from cluster.demo_rollout import run_rollout_stage
 from cluster.demo_tools import run_tool_chain
 from cluster.stages import StageRunner
 
@@ -76,6 +77,7 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     models = runner.run("models", lambda: _stage_models(cfg))
     runner.run("policy_turn", lambda: _stage_policy_turn(cfg, models["policy"]))
     runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
+    runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], models["policy"], out / "trajectories"))
     report = write_report(out, runner)
     print(f"demo finished: report at {report}")
     return 0

@@ -21,7 +21,8 @@ def to_pixels(region: Sequence[float], width: int, height: int) -> Box:
 
 
 def to_normalized(box: Box, width: int, height: int) -> Tuple[float, float, float, float]:
-    return (round(box[0] / width, 3), round(box[1] / height, 3), round(box[2] / width, 3), round(box[3] / height, 3))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return (round(x0 / width, 3), round(y0 / height, 3), round(x1 / width, 3), round(y1 / height, 3))
 
 
 def box_mask(box: Box, shape: Tuple[int, int]) -> np.ndarray:

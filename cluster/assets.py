@@ -50,9 +50,9 @@ def dataset_root(cfg: AppConfig) -> Path:
 
 
 def tiny_models_dir(cfg: AppConfig) -> Path:
-    from policy.tiny import build_tiny_models
+    from policy.tiny import build_tiny_models, corpus_digest
 
-    key = _digest(asdict(cfg.policy.tiny))
+    key = _digest({**asdict(cfg.policy.tiny), "corpus": corpus_digest()})
     return build_once(cfg.cache_path / "models" / f"tiny-{key}", lambda tmp: build_tiny_models(tmp, cfg.policy.tiny))
 
 

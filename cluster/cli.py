@@ -70,12 +70,22 @@ def cmd_bench(cfg: AppConfig, args) -> int:
     return 0
 
 
+def cmd_sft(cfg: AppConfig, args) -> int:
+    from cluster.sft_cmd import run_sft
+
+    res = run_sft(cfg, Path(args.out) if args.out else Path(cfg.out_dir) / "sft")
+    print(f"SFT checkpoint: {res['checkpoint']} (loss {res['first_loss']:.3f} -> {res['last_loss']:.3f})")
+    print(f"well_formed_before={res['before']:.3f} well_formed_after={res['after']:.3f}")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "make-data": cmd_make_data,
     "tiny-models": cmd_tiny_models,
     "split": cmd_split,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "sft": cmd_sft,
 }
 
 
@@ -98,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=["tools", "rollout"])
     p.add_argument("--tasks", type=int, default=16, help="rollout: number of tasks")
     p.add_argument("--group", type=int, default=4, help="rollout: samples per task (G)")
+    _add_common(p)
+    p = sub.add_parser("sft", help="stage 1: build trajectories, supervised fine-tuning, well-formed rate before/after")
+    p.add_argument("--out", default=None, help="run folder (default: out_dir from the config)")
     _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from actors.config import ToolsConfig
-from policy.config import PolicyConfig
+from policy.config import PolicyConfig, SFTConfig
 from rollout.config import DataConfig, EpisodeConfig, RolloutConfig
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -50,6 +50,7 @@ class AppConfig:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property

@@ -9,10 +9,10 @@ from typing import Optional
 class TinyModelConfig:
     """Sizes of the tiny models built offline for tests and the CPU default."""
 
-    vocab_size: int = 2048  # BPE vocabulary trained locally (plus special tokens)
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_layers: int = 2
+    vocab_size: int = 4096  # BPE vocabulary trained locally (plus special tokens)
+    hidden_size: int = 96
+    intermediate_size: int = 256
+    num_layers: int = 3
     num_heads: int = 4
     num_kv_heads: int = 2
     max_positions: int = 4096
@@ -42,3 +42,23 @@ class PolicyConfig:
     dtype: str = "float32"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class SFTConfig:
+    """Stage 1. ``steps`` optimizer steps over the trajectory set, ``batch_size`` trajectories each."""
+
+    variants_per_anomaly: int = 8  # trajectories built per real anomaly image (different N)
+    steps: int = 400
+    batch_size: int = 8
+    lr: float = 3.0e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    save_every: int = 100
+    keep_last: int = 2
+    log_every: int = 10
+    resume: str = "auto"  # auto | disable | a checkpoint path
+    eval_tasks: int = 64  # fresh target tasks for the well-formed rate
+    eval_temperature: float = 1.0

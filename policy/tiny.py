@@ -22,16 +22,34 @@ TEXT_DIR, VL_DIR = "tiny-qwen2", "tiny-qwen2_5-vl"
 
 
 def default_corpus() -> List[str]:
-    """Text the tokenizer is fitted on: knowledge passages and episode-shaped snippets."""
+    """Text the tokenizer is fitted on: knowledge passages and the episode format itself
+    (system prompt, tasks, tool calls, observations), repeated so that BPE merges its
+    recurring pieces into single tokens and episodes stay short."""
+    from actors.defect_words import prompt_for
+    from rollout.prompts import SYSTEM_PROMPT, observation_text, task_text
+
     kb = load_knowledge_base()
-    lines = [e.text() for e in kb.entries]
-    for e in kb.entries[::3]:
-        lines.append(json.dumps({"name": "prompt_gen", "arguments": {"category": e.category, "defect_type": e.defect}}))
-        lines.append(json.dumps({"name": "image_gen", "arguments": {"prompt": e.appearance, "region": [12, 30, 44, 62], "seed": 7}}))
-        lines.append(json.dumps({"location_score": 3.5, "quality_score": 4.0, "review": f"make the {e.shape} more {e.colour}"}))
-    lines += [f"Use the {t} tool." for t in TOOL_NAMES]
-    lines += [" ".join(str(i) for i in range(0, 256, 1))]
+    lines = [e.text() for e in kb.entries] + [prompt_for(e) for e in kb.entries] + [prompt_for(e, True) for e in kb.entries]
+    lines += [task_text(e.category, e.defect) for e in kb.entries]
+    for e in kb.entries[::2]:
+        lines.append(json.dumps({"name": "image_gen", "arguments": {"prompt": prompt_for(e), "region": [0.12, 0.3, 0.44, 0.62]}}))
+        lines.append(observation_text({"image_index": 1, "location_score": 4.5, "quality_score": 3.25,
+                                       "review": f"Use a {e.colour} colour for the {e.defect.replace('_', ' ')}."}))
+    for k in range(1, 6):
+        lines.append(observation_text({"image_index": k, "region": [0.125, 0.5, 0.375, 0.75]}))
+        lines.append(observation_text({"image_index": k, "mask_area": 0.0123}))
+        lines += [json.dumps({"name": t, "arguments": {"image_index": k}}) for t in ("quality_eval", "mask_gen")]
+        lines.append(f'<answer>{{"status": "success", "final_image_index": {k}}}</answer>')
+    lines += [json.dumps({"name": t, "arguments": {}}) for t in TOOL_NAMES]
+    lines += [SYSTEM_PROMPT] * 20
+    lines += [" ".join(f"{i / 1000:.3f}" for i in range(0, 1000, 7)), " ".join(str(i) for i in range(256))]
     return lines
+
+
+def corpus_digest() -> str:
+    import hashlib
+
+    return hashlib.sha1("\n".join(default_corpus()).encode()).hexdigest()[:8]
 
 
 def train_tokenizer(corpus: Optional[Iterable[str]] = None, vocab_size: int = 2048) -> PreTrainedTokenizerFast:

@@ -8,13 +8,11 @@ from typing import Any, Dict
 from rollout.format import IM_END, IM_START, RESPONSE_CLOSE, RESPONSE_OPEN
 
 SYSTEM_PROMPT = (
-    "You add a realistic industrial defect to a normal image using tools. Each turn: "
-    "<thinking>reasoning</thinking> then one <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call> "
-    "or, at the end, <answer>{\"status\": \"success\", \"final_image_index\": k}</answer>. "
-    "Tools: prompt_gen {} -> editing prompt; knowledge {\"query\"?} -> defect knowledge; "
-    "image_gen {\"prompt\", \"region\"?: [x0,y0,x1,y1] in 0..1, \"image_index\"?, \"seed\"?} -> new image k; "
-    "quality_eval {\"image_index\"?} -> location_score, quality_score (0-5), review; "
-    "mask_gen {\"image_index\"?} -> anomaly mask. Image 0 is the normal image."
+    "Add a realistic defect to image 0 with tools. Each turn: <thinking>why</thinking> then one "
+    "<tool_call>{\"name\": tool, \"arguments\": {...}}</tool_call>; at the end "
+    "<answer>{\"status\": \"success\", \"final_image_index\": k}</answer>. Tools: prompt_gen {}; "
+    "knowledge {\"query\"?}; image_gen {\"prompt\", \"region\"?, \"image_index\"?} makes image k; "
+    "quality_eval {\"image_index\"} scores it 0-5; mask_gen {\"image_index\"}."
 )
 
 

@@ -149,3 +149,10 @@ def roles(root: str | Path) -> Dict[str, str]:
 
 def synthetic_categories() -> Sequence[str]:
     return tuple(PAINTERS)
+
+
+def source_normal(root: str | Path, category: str, defect: str, index: int) -> np.ndarray:
+    """The exact normal image a synthetic anomaly was drawn on (what a real run would get
+    from an edited-back normal)."""
+    meta = json.loads((Path(root) / "dataset.json").read_text())
+    return normal_image(category, image_seed(meta["seed"], category, "test", defect, index), meta["size"]).image

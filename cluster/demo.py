@@ -40,20 +40,16 @@ def _stage_models(cfg: AppConfig) -> dict:
     return {"policy": policy_path(cfg)}
 
 
-def _stage_policy_turn(cfg: AppConfig, policy: str) -> dict:
-    """One sampled turn of the (untrained) policy on a target task, to show it loads and runs."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _stage_sft(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
+    """Stage 1: trajectories from the source categories, then supervised fine-tuning."""
+    from cluster.sft_cmd import build_sft_data
+    from policy.sft import train_sft
 
-    tok = AutoTokenizer.from_pretrained(policy)
-    model = AutoModelForCausalLM.from_pretrained(policy)
-    cat = cfg.data.target_categories[0]
-    msgs = [{"role": "user", "content": f"Synthesize a defect on this {cat} image."}]
-    ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    torch.manual_seed(cfg.seed)
-    out = model.generate(ids, max_new_tokens=24, do_sample=True)
-    return {"prompt_tokens": int(ids.shape[1]), "generated_tokens": int(out.shape[1] - ids.shape[1]),
-            "text": tok.decode(out[0, ids.shape[1]:])}
+    summary = build_sft_data(cfg, root, policy, out / "sft_data")
+    r = train_sft(policy, out / "sft_data" / "sft.parquet", out, cfg.sft, cfg.seed)
+    return {"checkpoint": str(r.checkpoint), "trajectories": summary["trajectories"],
+            "n_generations": summary["n_generations"], "first_loss": round(r.first_loss, 3),
+            "last_loss": round(r.last_loss, 3), "train_s": round(r.seconds, 1)}
 
 
 def write_report(out: Path, runner: StageRunner) -> Path:
@@ -75,9 +71,9 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     data = runner.run("data", lambda: _stage_data(cfg))
     runner.run("splits", lambda: _stage_splits(cfg, data["root"], out))
     models = runner.run("models", lambda: _stage_models(cfg))
-    runner.run("policy_turn", lambda: _stage_policy_turn(cfg, models["policy"]))
     runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
-    runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], models["policy"], out / "trajectories"))
+    sft = runner.run("sft", lambda: _stage_sft(cfg, data["root"], models["policy"], out / "sft"))
+    runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], sft["checkpoint"], out / "trajectories"))
     report = write_report(out, runner)
     print(f"demo finished: report at {report}")
     return 0

@@ -30,6 +30,6 @@ def run_rollout_stage(cfg: AppConfig, root: str, policy: str, out: Path, tasks_p
     statuses = {}
     for r in report.records:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    return {"episodes": report.episodes, "stored": report.stored, "lost": report.lost, "retried": report.retried,
-            "wall_s": round(report.wall_s, 1), "statuses": statuses,
+    return {"policy": policy, "episodes": report.episodes, "stored": report.stored, "lost": report.lost,
+            "retried": report.retried, "wall_s": round(report.wall_s, 1), "statuses": statuses,
             "well_formed": sum(well_formed(r) for r in report.records), "store": str(out)}

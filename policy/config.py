@@ -62,3 +62,19 @@ class SFTConfig:
     resume: str = "auto"  # auto | disable | a checkpoint path
     eval_tasks: int = 64  # fresh target tasks for the well-formed rate
     eval_temperature: float = 1.0
+
+
+@dataclass
+class LearnerConfig:
+    """Stage 2 (GRPO; PPO-clip surrogate with KL to a frozen reference), on verl's core_algos."""
+
+    lr: float = 1.0e-4
+    adam_eps: float = 1.0e-8
+    clip_ratio: float = 0.2
+    kl_coef: float = 0.01
+    kl_type: str = "low_var_kl"
+    loss_agg_mode: str = "token-mean"
+    grad_clip: float = 1.0
+    filter_zero_advantage: bool = True  # drop groups whose rewards are all equal (no signal)
+    world_size: int = 1  # learner processes (gloo on CPU, NCCL on GPU)
+    num_cpus_per_worker: float = 1.0

@@ -1,0 +1,133 @@
+"""The GRPO learner core (no Ray): verl's algorithms on our batches.
+
+Batches are ``verl.DataProto`` built straight from stored episodes — the token ids as
+generated, the response mask, the sampling-time log-probs — never re-tokenized. One
+optimizer step: group-normalized GRPO advantages (``compute_grpo_outcome_advantage``),
+zero-advantage groups dropped, PPO-clip surrogate (``get_policy_loss_fn('vanilla')``),
+KL to a frozen reference policy (``kl_penalty``), aggregated with ``agg_loss`` over the
+*global* token count, so with data parallelism each rank's loss is its share of the
+single-process loss and averaged gradients equal the world-size-1 step.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import torch
+from verl import DataProto
+from verl.trainer.ppo import core_algos
+from verl.workers.config import ActorConfig
+
+from policy.config import LearnerConfig
+
+
+def batch_from_episodes(episodes: Sequence[Dict[str, Any]], rewards: Sequence[float], pad_id: int) -> DataProto:
+    """Right-padded ``input_ids = prompt + response``; the response part carries the mask,
+    the rollout log-probs and the outcome reward on the last policy token."""
+    n = len(episodes)
+    width = max(len(e["prompt_ids"]) + len(e["response_ids"]) for e in episodes)
+    resp_w = max(len(e["response_ids"]) for e in episodes)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    prompt_len = torch.zeros(n, dtype=torch.long)
+    responses = torch.full((n, resp_w), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, resp_w), dtype=torch.float32)
+    old_lp = torch.zeros((n, resp_w), dtype=torch.float32)
+    token_rewards = torch.zeros((n, resp_w), dtype=torch.float32)
+    for i, (e, r) in enumerate(zip(episodes, rewards)):
+        p, resp = list(e["prompt_ids"]), list(e["response_ids"])
+        input_ids[i, : len(p) + len(resp)] = torch.tensor(p + resp)
+        attention[i, : len(p) + len(resp)] = 1
+        prompt_len[i] = len(p)
+        responses[i, : len(resp)] = torch.tensor(resp)
+        mask[i, : len(resp)] = torch.tensor(list(e["response_mask"]), dtype=torch.float32)
+        old_lp[i, : len(resp)] = torch.tensor(list(e["response_logprobs"]), dtype=torch.float32)
+        policy_positions = torch.nonzero(mask[i]).flatten()
+        if len(policy_positions):
+            token_rewards[i, policy_positions[-1]] = float(r)
+    return DataProto.from_dict(
+        tensors={"input_ids": input_ids, "attention_mask": attention, "prompt_len": prompt_len, "responses": responses,
+                 "response_mask": mask, "old_log_probs": old_lp, "token_level_rewards": token_rewards},
+        non_tensors={"uid": np.array([e["group"] for e in episodes], dtype=object),
+                     "episode_id": np.array([e["episode_id"] for e in episodes], dtype=object)})
+
+
+def add_advantages(batch: DataProto) -> DataProto:
+    adv, _ = core_algos.compute_grpo_outcome_advantage(batch.batch["token_level_rewards"], batch.batch["response_mask"],
+                                                       batch.non_tensor_batch["uid"])
+    batch.batch["advantages"] = adv
+    return batch
+
+
+def drop_zero_advantage_groups(batch: DataProto) -> DataProto:
+    keep = (batch.batch["advantages"].abs() * batch.batch["response_mask"]).sum(-1) > 0
+    return batch.select_idxs(keep.numpy()) if not bool(keep.all()) else batch
+
+
+def response_log_probs(model, batch: DataProto, temperature: float = 1.0) -> torch.Tensor:
+    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced)."""
+    ids, attn = batch.batch["input_ids"], batch.batch["attention_mask"]
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
+    logp_all = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # logp of token t+1
+    resp_w = batch.batch["responses"].shape[1]
+    out = torch.zeros((ids.shape[0], resp_w), dtype=logp_all.dtype)
+    for i, p in enumerate(batch.batch["prompt_len"].tolist()):
+        n = min(resp_w, logp_all.shape[1] - (p - 1))
+        out[i, :n] = logp_all[i, p - 1: p - 1 + n]
+    return out
+
+
+class PolicyLearner:
+    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int = 4, dist: bool = False):
+        from transformers import AutoModelForCausalLM
+
+        if cfg.loss_agg_mode != "token-mean":
+            raise ValueError("the learner's data-parallel step is exact for loss_agg_mode=token-mean only")
+        self.cfg, self.dist = cfg, dist
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.model.train()
+        self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        for p in self.ref.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
+        self.actor_cfg = ActorConfig(strategy="fsdp", rollout_n=group_size, ppo_micro_batch_size_per_gpu=1,
+                                     clip_ratio=cfg.clip_ratio, clip_ratio_low=cfg.clip_ratio,
+                                     clip_ratio_high=cfg.clip_ratio, loss_agg_mode=cfg.loss_agg_mode)
+        self.policy_loss = core_algos.get_policy_loss_fn("vanilla")
+
+    def step(self, shard: DataProto, global_tokens: int) -> Dict[str, float]:
+        """One optimizer step on this rank's shard. ``global_tokens`` counts policy tokens over
+        every rank: each rank's loss is its token sum over that count, and gradients are
+        summed across ranks, which is exactly the single-process token mean."""
+        mask = shard.batch["response_mask"]
+        self.opt.zero_grad(set_to_none=True)
+        metrics: Dict[str, float] = {}
+        if len(shard) and mask.sum() > 0:
+            logp = response_log_probs(self.model, shard)
+            with torch.no_grad():
+                ref_logp = response_log_probs(self.ref, shard)
+            local_mean_pg, pg_metrics = self.policy_loss(shard.batch["old_log_probs"], logp, shard.batch["advantages"],
+                                                         mask, "token-mean", self.actor_cfg)
+            pg = local_mean_pg * mask.sum() / global_tokens
+            kl_mat = core_algos.kl_penalty(logp, ref_logp, self.cfg.kl_type)
+            kl = core_algos.agg_loss(kl_mat, mask, "token-mean", dp_size=1, batch_num_tokens=global_tokens)
+            loss = pg + self.cfg.kl_coef * kl
+            loss.backward()
+            with torch.no_grad():
+                nll = -(logp * mask).sum() / mask.sum()
+            metrics.update({"loss": float(loss.detach()), "kl": float(kl.detach()), "neg_logp": float(nll),
+                            **{k.split("/")[-1]: float(v) for k, v in pg_metrics.items()}})
+        if self.dist:
+            import torch.distributed as tdist
+
+            for p in self.model.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        metrics["grad_norm"] = float(grad_norm)
+        return metrics
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -1,0 +1,68 @@
+"""The learner as a Ray worker group with torch.distributed (gloo on CPU; NCCL on GPU), so
+the same code spans nodes. Rank 0 binds the rendezvous port; every rank holds a full
+replica (FSDP sharding on GPU clusters is verl's trainer's job, see configs/verl_grpo.yaml)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+import ray
+from verl import DataProto
+
+from policy.config import LearnerConfig
+from policy.learner import PolicyLearner
+
+
+class LearnerWorker:
+    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int, rank: int, world_size: int, address: str):
+        import torch
+        import torch.distributed as tdist
+
+        torch.manual_seed(0)
+        if world_size > 1:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            tdist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world_size)
+        self.rank = rank
+        self.learner = PolicyLearner(model_path, cfg, group_size, dist=world_size > 1)
+
+    def step(self, shard: DataProto, global_tokens: int) -> Dict[str, float]:
+        return self.learner.step(shard, global_tokens)
+
+    def state_dict(self):
+        return self.learner.state_dict()
+
+    def save(self, path: str) -> str:
+        self.learner.model.save_pretrained(path)
+        return path
+
+
+def _free_address() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+class LearnerGroup:
+    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int):
+        address = _free_address()
+        remote = ray.remote(LearnerWorker).options(num_cpus=cfg.num_cpus_per_worker, max_concurrency=2)
+        self.workers = [remote.remote(model_path, cfg, group_size, r, cfg.world_size, address) for r in range(cfg.world_size)]
+        self.world_size = cfg.world_size
+
+    def step(self, batch: DataProto) -> Dict[str, float]:
+        """Shard the batch over the ranks (uneven shards are fine: the loss uses global token counts)."""
+        global_tokens = int(batch.batch["response_mask"].sum())
+        parts = np.array_split(np.arange(len(batch)), self.world_size)
+        shards = [batch.select_idxs(idx) for idx in parts]
+        metrics = ray.get([w.step.remote(s, global_tokens) for w, s in zip(self.workers, shards)])
+        return metrics[0]
+
+    def state_dicts(self) -> List[Dict[str, Any]]:
+        return ray.get([w.state_dict.remote() for w in self.workers])
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)

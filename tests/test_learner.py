@@ -1,0 +1,89 @@
+"""The GRPO learner on verl's core_algos: advantages, masking, updates, data parallelism."""
+import copy
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from policy.config import LearnerConfig
+from policy.learner import PolicyLearner, add_advantages, batch_from_episodes, drop_zero_advantage_groups, response_log_probs
+
+
+def episodes(n_groups=2, g=2, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n_groups * g):
+        n_resp = int(rng.integers(10, 16))
+        mask = [1] * 5 + [0] * 3 + [1] * (n_resp - 8)
+        out.append({"episode_id": f"e{k}", "group": f"g{k // g}", "prompt_ids": rng.integers(20, 200, 6).tolist(),
+                    "response_ids": rng.integers(20, 200, n_resp).tolist(), "response_mask": mask,
+                    "response_logprobs": (-rng.random(n_resp)).tolist()})
+    return out
+
+
+def test_grpo_advantage_of_an_equal_reward_group_is_zero_and_dropped():
+    b = add_advantages(batch_from_episodes(episodes(), [1.0, 1.0, 0.0, 1.0], pad_id=0))
+    adv = b.batch["advantages"]
+    assert torch.all(adv[:2] == 0)  # group g0: equal rewards, std 0
+    assert adv[2].abs().sum() > 0 and adv[3].abs().sum() > 0
+    kept = drop_zero_advantage_groups(b)
+    assert list(kept.non_tensor_batch["episode_id"]) == ["e2", "e3"]
+
+
+def test_reward_sits_on_the_last_policy_token():
+    eps = episodes(1, 2)
+    b = batch_from_episodes(eps, [0.5, 2.0], pad_id=0)
+    for i, e in enumerate(eps):
+        last = max(j for j, m in enumerate(e["response_mask"]) if m)
+        assert b.batch["token_level_rewards"][i, last] == [0.5, 2.0][i]
+        assert b.batch["token_level_rewards"][i].sum() == [0.5, 2.0][i]
+
+
+def _on_policy(batch, learner):
+    with torch.no_grad():
+        batch.batch["old_log_probs"] = response_log_probs(learner.model, batch)
+    return batch
+
+
+def test_step_changes_every_parameter_and_ignores_observation_positions(tiny_models):
+    cfg = LearnerConfig(lr=1e-2)
+    a = PolicyLearner(str(tiny_models["text"]), cfg, group_size=2)
+    b = PolicyLearner(str(tiny_models["text"]), cfg, group_size=2)
+    before = a.state_dict()
+    batch = _on_policy(add_advantages(batch_from_episodes(episodes(), [1.0, 0.0, 0.5, 2.0], pad_id=0)), a)
+    noisy = copy.deepcopy(batch)
+    obs = noisy.batch["response_mask"] == 0
+    noisy.batch["old_log_probs"][obs] = -9.0  # observation positions carry no policy signal
+    noisy.batch["advantages"][obs] = 5.0
+    ma = a.step(batch, int(batch.batch["response_mask"].sum()))
+    mb = b.step(noisy, int(noisy.batch["response_mask"].sum()))
+    assert ma["loss"] == pytest.approx(mb["loss"], abs=1e-7)
+    after_a, after_b = a.state_dict(), b.state_dict()
+    assert all(torch.equal(after_a[k], after_b[k]) for k in after_a)
+    trainable = {n for n, p in a.model.named_parameters() if p.requires_grad}
+    assert [n for n in trainable if torch.equal(before[n], after_a[n])] == []
+    assert all(torch.equal(v, a.ref.state_dict()[k]) for k, v in before.items())  # the reference stays frozen
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_world_size_two_matches_world_size_one(ray_local, tiny_models):
+    from policy.learner_group import LearnerGroup
+
+    path = str(tiny_models["text"])
+    # Adam's first step is ~lr*sign(g): entries of float-noise size would flip with summation
+    # order, so compare with an eps that keeps the step proportional to the gradient there
+    single = PolicyLearner(path, LearnerConfig(lr=1e-2, adam_eps=1e-3), group_size=2)
+    batch = _on_policy(add_advantages(batch_from_episodes(episodes(3, 2, seed=1), [1, 0, 0.5, 2, 0, 1], pad_id=0)), single)
+    single.step(copy.deepcopy(batch), int(batch.batch["response_mask"].sum()))
+    group = LearnerGroup(path, LearnerConfig(lr=1e-2, adam_eps=1e-3, world_size=2, num_cpus_per_worker=0.5), group_size=2)
+    try:
+        group.step(batch)
+        rank0, rank1 = group.state_dicts()
+    finally:
+        group.shutdown()
+    ref = single.state_dict()
+    for k in ref:
+        assert torch.equal(rank0[k], rank1[k]), k  # ranks stay identical
+        assert torch.allclose(rank0[k], ref[k], atol=1e-6), k  # and equal the single-process step

@@ -79,6 +79,15 @@ def cmd_sft(cfg: AppConfig, args) -> int:
     return 0
 
 
+def cmd_train(cfg: AppConfig, args) -> int:
+    from cluster.train_cmd import run_train
+
+    res = run_train(cfg, Path(args.out) if args.out else Path(cfg.out_dir))
+    print(f"GRPO run in {res['out']}: {len(res['history'])} steps, reward curve {res['out']}/reward_curve.png")
+    print(f"reward_first5={res['reward_first5']:.4f} reward_last5={res['reward_last5']:.4f}")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "make-data": cmd_make_data,
     "tiny-models": cmd_tiny_models,
@@ -86,6 +95,7 @@ COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "bench": cmd_bench,
     "sft": cmd_sft,
+    "train": cmd_train,
 }
 
 
@@ -110,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", type=int, default=4, help="rollout: samples per task (G)")
     _add_common(p)
     p = sub.add_parser("sft", help="stage 1: build trajectories, supervised fine-tuning, well-formed rate before/after")
+    p.add_argument("--out", default=None, help="run folder (default: out_dir from the config)")
+    _add_common(p)
+    p = sub.add_parser("train", help="stage 2: GRPO from the SFT checkpoint (SFT first if none)")
     p.add_argument("--out", default=None, help="run folder (default: out_dir from the config)")
     _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")

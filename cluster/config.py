@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from actors.config import ToolsConfig
-from policy.config import PolicyConfig, SFTConfig
+from policy.config import LearnerConfig, PolicyConfig, RLConfig, SFTConfig
+from rewards.config import RewardConfig
 from rollout.config import DataConfig, EpisodeConfig, RolloutConfig
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -51,6 +52,9 @@ class AppConfig:
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property
@@ -105,6 +109,7 @@ _CHOICES = {
     "tools.quality_eval.backend": ("metric", "vlm"),
     "tools.knowledge.embedder": ("minilm", "hashing"),
     "tools.prompt_gen.backend": ("template", "llm"),
+    "reward.normalize": ("sum_first", "per_component"),
 }
 
 

@@ -78,3 +78,14 @@ class LearnerConfig:
     filter_zero_advantage: bool = True  # drop groups whose rewards are all equal (no signal)
     world_size: int = 1  # learner processes (gloo on CPU, NCCL on GPU)
     num_cpus_per_worker: float = 1.0
+
+
+@dataclass
+class RLConfig:
+    """The RL loop: ``tasks_per_step`` source tasks × ``rollout.group_size`` episodes per step."""
+
+    steps: int = 20
+    tasks_per_step: int = 8
+    save_every: int = 5
+    keep_last: int = 2
+    resume: str = "auto"  # auto | disable | a checkpoint path

@@ -79,11 +79,12 @@ def response_log_probs(model, batch: DataProto, temperature: float = 1.0) -> tor
 
 class PolicyLearner:
     def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int = 4, dist: bool = False):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if cfg.loss_agg_mode != "token-mean":
             raise ValueError("the learner's data-parallel step is exact for loss_agg_mode=token-mean only")
         self.cfg, self.dist = cfg, dist
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)  # saved with checkpoints: they load alone
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.model.train()
         self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()

@@ -32,9 +32,16 @@ class LearnerWorker:
     def state_dict(self):
         return self.learner.state_dict()
 
-    def save(self, path: str) -> str:
-        self.learner.model.save_pretrained(path)
-        return path
+    def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> str:
+        from policy.checkpoint import CheckpointManager
+
+        return str(CheckpointManager(root, keep_last).save(step, self.learner.model, self.learner.opt,
+                                                           tokenizer=self.learner.tokenizer, state=state))
+
+    def load_checkpoint(self, path: str) -> Dict[str, Any]:
+        from policy.checkpoint import CheckpointManager
+
+        return CheckpointManager(os.path.dirname(path)).load(path, self.learner.model, self.learner.opt)
 
 
 def _free_address() -> str:
@@ -59,6 +66,15 @@ class LearnerGroup:
         shards = [batch.select_idxs(idx) for idx in parts]
         metrics = ray.get([w.step.remote(s, global_tokens) for w, s in zip(self.workers, shards)])
         return metrics[0]
+
+    def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> str:
+        return ray.get(self.workers[0].save_checkpoint.remote(root, step, keep_last, state))
+
+    def load_checkpoint(self, path: str) -> Dict[str, Any]:
+        return ray.get([w.load_checkpoint.remote(path) for w in self.workers])[0]
+
+    def state_dict(self) -> Dict[str, Any]:
+        return ray.get(self.workers[0].state_dict.remote())
 
     def state_dicts(self) -> List[Dict[str, Any]]:
         return ray.get([w.state_dict.remote() for w in self.workers])

@@ -11,9 +11,8 @@ the tool results it reacts to.
 Where we depart from the paper: the normal image is a hook (``NormalSource``). The default
 takes a good image of the category; for our synthetic data it recreates the exact normal
 the anomaly was drawn on, standing in for the paper's edited-back normal. IG calls leave the
-region to the tool (it places the defect on the object), and the final prompt copies the
-observation just before it (PG's prompt, or KR's passage after a failed attempt); both keep
-what a small policy must reproduce close at hand.
+region to the tool (it places the defect on the object), which keeps the tiny policy's
+tool calls short.
 """
 from __future__ import annotations
 
@@ -149,11 +148,8 @@ class TrajectoryBuilder:
             step(f"Quality {score['quality_score']:.1f} is low. Look up the {name}.",
                  {"name": "knowledge", "arguments": {}}, {"text": know})
         image_index += 1
-        # the final prompt copies the observation just before it (PG's prompt, or KR's passage
-        # after a failed attempt): a copy from the last turn, not from many turns back
-        final_prompt = know if image_index > 1 else pg
-        think = "Edit image 0 with the knowledge." if image_index > 1 else "Edit image 0 with the prompt."
-        step(think, {"name": "image_gen", "arguments": {"prompt": final_prompt}},
+        think = "Use the first prompt with the knowledge." if image_index > 1 else "Edit image 0 with the prompt."
+        step(think, {"name": "image_gen", "arguments": {"prompt": pg}},
              {"image_index": image_index, "region": list(to_normalized(box, w, h))})
         step(f"Check image {image_index}.", {"name": "quality_eval", "arguments": {"image_index": image_index}},
              {"image_index": image_index, "location_score": final_score["location_score"],

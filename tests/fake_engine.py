@@ -25,3 +25,27 @@ class ScriptedEngine:
         import os
 
         return os.getpid()
+
+
+class GroupContrastEngine(ScriptedEngine):
+    """Sample 0 of every group follows the script, the others emit malformed turns, so each
+    group has reward variance; accepts weight pushes like the real engine."""
+
+    def __init__(self, policy_path: str, turns: List[str]):
+        super().__init__(policy_path, turns)
+        from transformers import AutoTokenizer
+
+        self.bad = AutoTokenizer.from_pretrained(policy_path).encode("<thinking>x</thinking> oops", add_special_tokens=False)
+        self.version = 0
+
+    async def generate(self, request_id: str = "", *, prompt_ids, sampling_params, **kwargs):
+        from rollout.verl_adapter import token_output
+
+        episode = request_id.rsplit("-t", 1)[0]
+        if episode.endswith("-g0"):
+            return await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+        return token_output(self.bad, [-0.5] * len(self.bad), "completed")
+
+    async def load_state_dict(self, state_dict, version=None) -> int:
+        self.version = version if version is not None else self.version + 1
+        return self.version

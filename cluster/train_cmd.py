@@ -1,0 +1,33 @@
+"""``anomalyagent train``: GRPO from the SFT checkpoint (SFT first when there is none)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from cluster.config import AppConfig
+
+
+def sft_checkpoint(cfg: AppConfig, root: str, base: str, sft_out: Path) -> str:
+    """The latest SFT checkpoint under ``sft_out``, training one when there is none."""
+    from cluster.sft_cmd import build_sft_data
+    from policy.checkpoint import CheckpointManager
+    from policy.sft import train_sft
+
+    latest = CheckpointManager(sft_out / "checkpoints").latest()
+    if latest is not None and (latest / "model").is_dir():
+        return str(latest / "model")
+    print(f"no SFT checkpoint in {sft_out}: running SFT first")
+    if not (sft_out / "sft_data" / "sft.parquet").is_file():
+        build_sft_data(cfg, root, base, sft_out / "sft_data")
+    return str(train_sft(base, sft_out / "sft_data" / "sft.parquet", sft_out, cfg.sft, cfg.seed).checkpoint)
+
+
+def run_train(cfg: AppConfig, out: Path) -> Dict[str, Any]:
+    from cluster.assets import dataset_root, policy_path
+    from cluster.ray_session import ray_session
+    from policy.rl_loop import train_rl
+
+    root = str(dataset_root(cfg))
+    policy = sft_checkpoint(cfg, root, policy_path(cfg), out / "sft")
+    with ray_session(cfg.ray):
+        return train_rl(cfg, policy, root, out / "grpo")

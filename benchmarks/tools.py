@@ -13,7 +13,7 @@ import asyncio
 import copy
 import statistics
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 

@@ -47,6 +47,9 @@ def plot_reward_curve(history: List[Dict[str, float]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for key, style in (("reward", "-o"), ("task", "--"), ("reflection", ":"), ("behaviour", "-.")):
         ax.plot(steps, [h[key] for h in history], style, label=key, markersize=3)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean over episodes")
     ax.legend(loc="best", fontsize=8)

@@ -13,7 +13,6 @@ import string
 from typing import Any, Dict, Optional, Sequence
 
 import gymnasium as gym
-import numpy as np
 
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner, Generation

@@ -78,6 +78,7 @@ class RolloutReport:
     lost: int = 0
     wall_s: float = 0.0
     by_node: Dict[str, int] = field(default_factory=dict)
+    retry_reasons: Dict[str, int] = field(default_factory=dict)
     records: List[Dict[str, Any]] = field(default_factory=list)
 
 
@@ -172,6 +173,7 @@ class RolloutManager:
         return report
 
     def _retry(self, spec: EpisodeSpec, queue: list, report: RolloutReport, why: str) -> None:
+        report.retry_reasons[why] = report.retry_reasons.get(why, 0) + 1
         if spec.attempt >= self.cfg.max_attempts:
             report.lost += 1
             return

@@ -3,7 +3,6 @@ import copy
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from policy.config import LearnerConfig

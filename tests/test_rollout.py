@@ -68,6 +68,7 @@ def test_killing_a_worker_and_a_tool_actor_loses_and_duplicates_nothing(ray_loca
         rt.shutdown()
         ray.kill(engine)
     assert killed and report.retried >= 1 and report.lost == 0
+    assert sum(report.retry_reasons.values()) == report.retried  # every re-run has a recorded cause
     df = TrajectoryStore(tmp_path).read()
     assert len(df) == 16 and df.episode_id.is_unique
     assert sorted(df.episode_id) == sorted(s.episode_id for s in rt.manager.specs(tasks))

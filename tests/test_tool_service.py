@@ -3,7 +3,6 @@ import asyncio
 import threading
 
 import numpy as np
-import pytest
 
 from actors.image_gen import ProceduralImageGen
 from actors.service import ToolService

@@ -4,7 +4,6 @@ server client, returning an AgentLoopOutput verl can post-process."""
 import asyncio
 
 import hydra
-import pytest
 from transformers import AutoTokenizer
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, _agent_loop_registry
 

@@ -64,17 +64,23 @@ def drop_zero_advantage_groups(batch: DataProto) -> DataProto:
     return batch.select_idxs(keep.numpy()) if not bool(keep.all()) else batch
 
 
-def response_log_probs(model, batch: DataProto, temperature: float = 1.0) -> torch.Tensor:
-    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced)."""
+def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_entropy: bool = False):
+    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced), and with
+    ``with_entropy`` also the entropy of the policy's distribution at each response position."""
     ids, attn = batch.batch["input_ids"], batch.batch["attention_mask"]
     logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
-    logp_all = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # logp of token t+1
+    logp_vocab = torch.log_softmax(logits, -1)
+    logp_all = logp_vocab.gather(-1, ids[:, 1:, None]).squeeze(-1)  # logp of token t+1
+    ent_all = -(logp_vocab.exp() * logp_vocab).sum(-1) if with_entropy else None
     resp_w = batch.batch["responses"].shape[1]
     out = torch.zeros((ids.shape[0], resp_w), dtype=logp_all.dtype)
+    ent = torch.zeros((ids.shape[0], resp_w), dtype=logp_all.dtype) if with_entropy else None
     for i, p in enumerate(batch.batch["prompt_len"].tolist()):
         n = min(resp_w, logp_all.shape[1] - (p - 1))
         out[i, :n] = logp_all[i, p - 1: p - 1 + n]
-    return out
+        if with_entropy:
+            ent[i, :n] = ent_all[i, p - 1: p - 1 + n].detach()
+    return (out, ent) if with_entropy else out
 
 
 class PolicyLearner:
@@ -104,7 +110,7 @@ class PolicyLearner:
         self.opt.zero_grad(set_to_none=True)
         metrics: Dict[str, float] = {}
         if len(shard) and mask.sum() > 0:
-            logp = response_log_probs(self.model, shard)
+            logp, entropy = response_log_probs(self.model, shard, with_entropy=True)
             with torch.no_grad():
                 ref_logp = response_log_probs(self.ref, shard)
             local_mean_pg, pg_metrics = self.policy_loss(shard.batch["old_log_probs"], logp, shard.batch["advantages"],
@@ -114,9 +120,8 @@ class PolicyLearner:
             kl = core_algos.agg_loss(kl_mat, mask, "token-mean", dp_size=1, batch_num_tokens=global_tokens)
             loss = pg + self.cfg.kl_coef * kl
             loss.backward()
-            with torch.no_grad():
-                nll = -(logp * mask).sum() / mask.sum()
-            metrics.update({"loss": float(loss.detach()), "kl": float(kl.detach()), "neg_logp": float(nll),
+            metrics.update({"loss": float(loss.detach()), "kl": float(kl.detach()),
+                            "entropy": float((entropy * mask).sum() / mask.sum()),
                             **{k.split("/")[-1]: float(v) for k, v in pg_metrics.items()}})
         if self.dist:
             import torch.distributed as tdist

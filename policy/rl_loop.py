@@ -119,7 +119,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
             errors = sum(a.startswith("error:") for r in records for a in r["actions"])
             row = {"step": version, "reward": float(np.mean([scores[r["episode_id"]]["total"] for r in records])), **comp,
                    "kl": metrics.get("kl", 0.0), "clipfrac": metrics.get("pg_clipfrac", 0.0),
-                   "neg_logp": metrics.get("neg_logp", 0.0), "kept_episodes": len(batch),
+                   "entropy": metrics.get("entropy", 0.0), "kept_episodes": len(batch),
                    "episode_turns": float(np.mean([r["turns"] for r in records])),
                    "tool_error_rate": errors / max(1, n_actions), "time_generate_tools": t_roll,
                    "time_reward": t_reward, "time_update": t_update,

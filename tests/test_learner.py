@@ -86,3 +86,16 @@ def test_world_size_two_matches_world_size_one(ray_local, tiny_models):
     for k in ref:
         assert torch.equal(rank0[k], rank1[k]), k  # ranks stay identical
         assert torch.allclose(rank0[k], ref[k], atol=1e-6), k  # and equal the single-process step
+
+
+def test_entropy_of_a_uniform_policy_is_log_vocab(tiny_models):
+    learner = PolicyLearner(str(tiny_models["text"]), LearnerConfig(), group_size=2)
+    with torch.no_grad():
+        for p in learner.model.parameters():
+            p.zero_()  # all logits 0: the uniform distribution
+    batch = batch_from_episodes(episodes(1, 2), [0.0, 1.0], pad_id=0)
+    logp, ent = response_log_probs(learner.model, batch, with_entropy=True)
+    vocab = learner.model.config.vocab_size
+    mask = batch.batch["response_mask"] > 0
+    assert torch.allclose(ent[mask], torch.full_like(ent[mask], float(np.log(vocab))), atol=1e-4)
+    assert torch.allclose(logp[mask], torch.full_like(logp[mask], -float(np.log(vocab))), atol=1e-4)

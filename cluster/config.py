@@ -42,6 +42,13 @@ class RayConfig:
 
 
 @dataclass
+class DemoConfig:
+    """What ``make demo`` runs on top of the sections it shares with the other commands."""
+
+    rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
+
+
+@dataclass
 class AppConfig:
     seed: int = 0
     cache_dir: str = "~/.cache/anomalyagent"
@@ -55,6 +62,7 @@ class AppConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property

@@ -52,6 +52,27 @@ def _stage_sft(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
             "last_loss": round(r.last_loss, 3), "train_s": round(r.seconds, 1)}
 
 
+def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
+    """Stage 2: a few GRPO steps from the SFT checkpoint; the reward curve goes to the report folder."""
+    import copy
+    import shutil
+
+    from cluster.ray_session import ray_session
+    from policy.checkpoint import CheckpointManager
+    from policy.rl_loop import train_rl
+
+    cfg = copy.deepcopy(cfg)
+    cfg.rl.steps = cfg.demo.rl_steps
+    cfg.rl.save_every = cfg.demo.rl_steps
+    with ray_session(cfg.ray):
+        res = train_rl(cfg, policy, root, out)
+    shutil.copy(out / "reward_curve.png", out.parent / "reward_curve.png")
+    latest = CheckpointManager(out / "checkpoints").latest()
+    return {"checkpoint": str(latest / "model"), "steps": len(res["history"]),
+            "reward_first5": round(res["reward_first5"], 4), "reward_last5": round(res["reward_last5"], 4),
+            "reward_curve": str(out.parent / "reward_curve.png")}
+
+
 def write_report(out: Path, runner: StageRunner) -> Path:
     lines = ["# AnomalyAgent demo report", "",
              "Tiny models on synthetic data: this shows the pipeline runs, not the paper's numbers.", "",
@@ -73,7 +94,8 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     models = runner.run("models", lambda: _stage_models(cfg))
     runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
     sft = runner.run("sft", lambda: _stage_sft(cfg, data["root"], models["policy"], out / "sft"))
-    runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], sft["checkpoint"], out / "trajectories"))
+    grpo = runner.run("grpo", lambda: _stage_grpo(cfg, data["root"], sft["checkpoint"], out / "grpo"))
+    runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], grpo["checkpoint"], out / "trajectories"))
     report = write_report(out, runner)
     print(f"demo finished: report at {report}")
     return 0

@@ -8,6 +8,7 @@ from typing import Optional
 from cluster.config import AppConfig
 from cluster.demo_rollout import run_rollout_stage
 from cluster.demo_tools import run_tool_chain
+from cluster.sft_cmd import build_and_train
 from cluster.stages import StageRunner
 
 
@@ -38,18 +39,6 @@ def _stage_models(cfg: AppConfig) -> dict:
     from cluster.assets import policy_path
 
     return {"policy": policy_path(cfg)}
-
-
-def _stage_sft(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
-    """Stage 1: trajectories from the source categories, then supervised fine-tuning."""
-    from cluster.sft_cmd import build_sft_data
-    from policy.sft import train_sft
-
-    summary = build_sft_data(cfg, root, policy, out / "sft_data")
-    r = train_sft(policy, out / "sft_data" / "sft.parquet", out, cfg.sft, cfg.seed)
-    return {"checkpoint": str(r.checkpoint), "trajectories": summary["trajectories"],
-            "n_generations": summary["n_generations"], "first_loss": round(r.first_loss, 3),
-            "last_loss": round(r.last_loss, 3), "train_s": round(r.seconds, 1)}
 
 
 def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
@@ -93,7 +82,7 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     runner.run("splits", lambda: _stage_splits(cfg, data["root"], out))
     models = runner.run("models", lambda: _stage_models(cfg))
     runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
-    sft = runner.run("sft", lambda: _stage_sft(cfg, data["root"], models["policy"], out / "sft"))
+    sft = runner.run("sft", lambda: build_and_train(cfg, data["root"], models["policy"], out / "sft"))
     grpo = runner.run("grpo", lambda: _stage_grpo(cfg, data["root"], sft["checkpoint"], out / "grpo"))
     runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], grpo["checkpoint"], out / "trajectories"))
     report = write_report(out, runner)

@@ -48,6 +48,23 @@ def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Pat
     return sum(well_formed(r) for r in report.records) / max(1, len(report.records))
 
 
+def build_and_train(cfg: AppConfig, root: str, base: str, out: Path) -> Dict:
+    """Stage 1 into one folder: trajectories in ``out/sft_data`` (built once), checkpoints in
+    ``out/checkpoints`` (training resumes per ``sft.resume``)."""
+    import json
+
+    from policy.sft import train_sft
+
+    data = out / "sft_data"
+    summary = (json.loads((data / "summary.json").read_text()) if (data / "sft.parquet").is_file()
+               else build_sft_data(cfg, root, base, data))
+    print(f"trajectories: {summary['trajectories']}, N distribution {summary['n_generations']}")
+    r = train_sft(base, data / "sft.parquet", out, cfg.sft, cfg.seed)
+    return {"checkpoint": str(r.checkpoint), "trajectories": summary["trajectories"],
+            "n_generations": summary["n_generations"], "first_loss": round(r.first_loss, 4),
+            "last_loss": round(r.last_loss, 4), "train_s": round(r.seconds, 1)}
+
+
 def run_sft(cfg: AppConfig, out: Path) -> Dict:
     from cluster.assets import dataset_root, policy_path
     from cluster.ray_session import ray_session
@@ -55,18 +72,8 @@ def run_sft(cfg: AppConfig, out: Path) -> Dict:
 
     root, base = str(dataset_root(cfg)), policy_path(cfg)
     runner = StageRunner(out)
-    summary = runner.run("sft_data", lambda: build_sft_data(cfg, root, base, out / "sft_data"))
-    print(f"trajectories: {summary['trajectories']}, N distribution {summary['n_generations']}")
-    trained = runner.run("sft_train", lambda: _train(cfg, base, out))
+    trained = runner.run("sft", lambda: build_and_train(cfg, root, base, out))
     with ray_session(cfg.ray):
         before = runner.run("well_formed_before", lambda: {"rate": well_formed_rate(cfg, root, base, None, "before-")})
         after = runner.run("well_formed_after", lambda: {"rate": well_formed_rate(cfg, root, trained["checkpoint"], None, "after-")})
-    return {"checkpoint": trained["checkpoint"], "before": before["rate"], "after": after["rate"], **trained}
-
-
-def _train(cfg: AppConfig, base: str, out: Path) -> Dict:
-    from policy.sft import train_sft
-
-    r = train_sft(base, out / "sft_data" / "sft.parquet", out / "sft", cfg.sft, cfg.seed)
-    return {"checkpoint": str(r.checkpoint), "first_loss": r.first_loss, "last_loss": r.last_loss,
-            "train_s": round(r.seconds, 1)}
+    return {"before": before["rate"], "after": after["rate"], **trained}

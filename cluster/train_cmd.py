@@ -9,17 +9,14 @@ from cluster.config import AppConfig
 
 def sft_checkpoint(cfg: AppConfig, root: str, base: str, sft_out: Path) -> str:
     """The latest SFT checkpoint under ``sft_out``, training one when there is none."""
-    from cluster.sft_cmd import build_sft_data
+    from cluster.sft_cmd import build_and_train
     from policy.checkpoint import CheckpointManager
-    from policy.sft import train_sft
 
     latest = CheckpointManager(sft_out / "checkpoints").latest()
     if latest is not None and (latest / "model").is_dir():
         return str(latest / "model")
     print(f"no SFT checkpoint in {sft_out}: running SFT first")
-    if not (sft_out / "sft_data" / "sft.parquet").is_file():
-        build_sft_data(cfg, root, base, sft_out / "sft_data")
-    return str(train_sft(base, sft_out / "sft_data" / "sft.parquet", sft_out, cfg.sft, cfg.seed).checkpoint)
+    return build_and_train(cfg, root, base, sft_out)["checkpoint"]
 
 
 def run_train(cfg: AppConfig, out: Path) -> Dict[str, Any]:

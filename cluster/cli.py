@@ -88,11 +88,23 @@ def cmd_train(cfg: AppConfig, args) -> int:
     return 0
 
 
+def cmd_synthesize(cfg: AppConfig, args) -> int:
+    from cluster.synthesize_cmd import run_synthesize
+
+    res = run_synthesize(cfg, args.data, Path(args.out), args.categories.split(",") if args.categories else None)
+    print(f"synthesize: {res['samples']} samples in {res['out']} by source {res['all_sources']}")
+    if res.get("lost"):
+        print(f"anomalyagent: {res['lost']} episodes failed on infrastructure faults; rerun to fill them", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "make-data": cmd_make_data,
     "tiny-models": cmd_tiny_models,
     "split": cmd_split,
     "demo": cmd_demo,
+    "synthesize": cmd_synthesize,
     "bench": cmd_bench,
     "sft": cmd_sft,
     "train": cmd_train,
@@ -125,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="stage 2: GRPO from the SFT checkpoint (SFT first if none)")
     p.add_argument("--out", default=None, help="run folder (default: out_dir from the config)")
     _add_common(p)
+    p = sub.add_parser("synthesize", help="the agent over a dataset's normals -> OUT/<category>/<defect>/{image,mask}/NNN.png")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", default=None, help="dataset root (default: the configured one)")
+    p.add_argument("--categories", default=None, help="comma-separated (default: data.target_categories)")
+    _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")
     _add_common(p)
@@ -143,12 +160,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as e:
         print(f"anomalyagent: config error: {e}", file=sys.stderr)
         return 2
+    from cluster.resources import ResourceError
     from rollout.data.types import DatasetError
 
     try:
         return COMMANDS[args.command](cfg, args)
     except DatasetError as e:
         print(f"anomalyagent: dataset error: {e}", file=sys.stderr)
+        return 2
+    except ResourceError as e:
+        print(f"anomalyagent: resource error: {e}", file=sys.stderr)
         return 2
 
 

@@ -49,6 +49,18 @@ class DemoConfig:
 
 
 @dataclass
+class SynthesizeConfig:
+    """``anomalyagent synthesize``: the trained agent over a dataset's normal images.
+
+    ``policy`` empty: the newest GRPO checkpoint under ``out_dir``, else the newest SFT
+    one, else the untrained policy (said in the output).
+    """
+
+    policy: Optional[str] = None
+    per_defect: int = 8  # samples per (category, defect type); the paper's protocol uses 500
+
+
+@dataclass
 class AppConfig:
     seed: int = 0
     cache_dir: str = "~/.cache/anomalyagent"
@@ -63,6 +75,7 @@ class AppConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property
@@ -118,6 +131,7 @@ _CHOICES = {
     "tools.knowledge.embedder": ("minilm", "hashing"),
     "tools.prompt_gen.backend": ("template", "llm"),
     "reward.normalize": ("sum_first", "per_component"),
+    "learner.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 
 

@@ -46,14 +46,14 @@ def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
     import copy
     import shutil
 
-    from cluster.ray_session import ray_session
+    from cluster.ray_session import cluster_session
     from policy.checkpoint import CheckpointManager
     from policy.rl_loop import train_rl
 
     cfg = copy.deepcopy(cfg)
     cfg.rl.steps = cfg.demo.rl_steps
     cfg.rl.save_every = cfg.demo.rl_steps
-    with ray_session(cfg.ray):
+    with cluster_session(cfg):
         res = train_rl(cfg, policy, root, out)
     shutil.copy(out / "reward_curve.png", out.parent / "reward_curve.png")
     latest = CheckpointManager(out / "checkpoints").latest()

@@ -14,14 +14,14 @@ def well_formed(record) -> bool:
 
 
 def run_rollout_stage(cfg: AppConfig, root: str, policy: str, out: Path, tasks_per_category: int = 1) -> dict:
-    from cluster.ray_session import ray_session
+    from cluster.ray_session import cluster_session
     from cluster.runtime import start_runtime
     from rollout.data import open_dataset
     from rollout.tasks import make_tasks
 
     ds = open_dataset(cfg.data.format, root, cfg.data.target_categories)
     tasks = make_tasks(ds, ds.categories, per_defect=tasks_per_category, seed=cfg.seed)
-    with ray_session(cfg.ray):
+    with cluster_session(cfg):
         rt = start_runtime(cfg, policy, out)
         try:
             report = rt.manager.run(rt.manager.specs(tasks, prefix="demo-"))

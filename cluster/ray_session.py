@@ -24,3 +24,14 @@ def ray_session(cfg: RayConfig):
         yield ray
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def cluster_session(cfg, learner: bool = False):
+    """``ray_session`` for a whole ``AppConfig``: the preset's resource plan is checked
+    against the cluster first, so an impossible preset fails before any actor starts."""
+    from cluster.resources import check_cluster
+
+    with ray_session(cfg.ray) as ray:
+        check_cluster(cfg, learner)
+        yield ray

@@ -36,9 +36,11 @@ class Runtime:
 def start_runtime(cfg: AppConfig, policy_path: str, store_dir: Optional[Path] = None, on_episode=(),
                   engines: Optional[List[Any]] = None) -> Runtime:
     from actors.ray_actors import start_tools
+    from cluster.resources import check_cluster
     from rollout.manager import RolloutManager
     from rollout.store import TrajectoryStore
 
+    check_cluster(cfg)  # fail before anything starts
     engines = engines if engines is not None else start_engines(cfg, policy_path)
     tools = start_tools(cfg.tools)
     store = TrajectoryStore(store_dir) if store_dir is not None else None

@@ -21,10 +21,10 @@ def sft_checkpoint(cfg: AppConfig, root: str, base: str, sft_out: Path) -> str:
 
 def run_train(cfg: AppConfig, out: Path) -> Dict[str, Any]:
     from cluster.assets import dataset_root, policy_path
-    from cluster.ray_session import ray_session
+    from cluster.ray_session import cluster_session
     from policy.rl_loop import train_rl
 
-    root = str(dataset_root(cfg))
-    policy = sft_checkpoint(cfg, root, policy_path(cfg), out / "sft")
-    with ray_session(cfg.ray):
+    with cluster_session(cfg, learner=True):  # an impossible preset fails here, before SFT
+        root = str(dataset_root(cfg))
+        policy = sft_checkpoint(cfg, root, policy_path(cfg), out / "sft")
         return train_rl(cfg, policy, root, out / "grpo")

@@ -78,6 +78,8 @@ class LearnerConfig:
     filter_zero_advantage: bool = True  # drop groups whose rewards are all equal (no signal)
     world_size: int = 1  # learner processes (gloo on CPU, NCCL on GPU)
     num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+    placement_strategy: str = "PACK"  # placement group of the learner ranks: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
 
 
 @dataclass

@@ -45,18 +45,39 @@ class LearnerWorker:
 
 
 def _free_address() -> str:
+    """``ip:port`` of a free port on the node this runs on (rank 0's bundle: the rendezvous)."""
     import socket
 
+    ip = ray.util.get_node_ip_address()
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+        s.bind((ip, 0))
+        return f"{ip}:{s.getsockname()[1]}"
+
+
+def learner_bundles(cfg: LearnerConfig) -> List[Dict[str, float]]:
+    """One placement-group bundle per rank (zero amounts left out, as Ray wants)."""
+    bundle = {"CPU": cfg.num_cpus_per_worker, "GPU": cfg.num_gpus_per_worker}
+    return [{k: v for k, v in bundle.items() if v > 0} for _ in range(cfg.world_size)]
 
 
 class LearnerGroup:
-    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int):
-        address = _free_address()
-        remote = ray.remote(LearnerWorker).options(num_cpus=cfg.num_cpus_per_worker, max_concurrency=2)
-        self.workers = [remote.remote(model_path, cfg, group_size, r, cfg.world_size, address) for r in range(cfg.world_size)]
+    """``world_size`` ranks in one placement group (``placement_strategy``), so the ranks
+    are gang-scheduled: all start or none does."""
+
+    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int, ready_timeout_s: float = 300.0):
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.pg = placement_group(learner_bundles(cfg), strategy=cfg.placement_strategy)
+        ray.get(self.pg.ready(), timeout=ready_timeout_s)
+        strategy = lambda r: PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r)  # noqa: E731
+        address = ray.get(ray.remote(_free_address).options(num_cpus=0, scheduling_strategy=strategy(0)).remote())
+        self.workers = [
+            ray.remote(LearnerWorker).options(
+                num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_concurrency=2,
+                scheduling_strategy=strategy(r),
+            ).remote(model_path, cfg, group_size, r, cfg.world_size, address)
+            for r in range(cfg.world_size)]
         self.world_size = cfg.world_size
 
     def step(self, batch: DataProto) -> Dict[str, float]:
@@ -80,5 +101,8 @@ class LearnerGroup:
         return ray.get([w.state_dict.remote() for w in self.workers])
 
     def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
         for w in self.workers:
             ray.kill(w)
+        remove_placement_group(self.pg)

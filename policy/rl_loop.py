@@ -67,6 +67,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    from cluster.resources import check_cluster
     from cluster.runtime import start_engines, start_runtime
     from policy.checkpoint import CheckpointManager
     from policy.learner import add_advantages, batch_from_episodes, drop_zero_advantage_groups
@@ -76,6 +77,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
     from rollout.store import TrajectoryStore
     from rollout.tasks import make_tasks
 
+    check_cluster(cfg, learner=True)  # fail before anything starts
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(cfg.data.format, root, cfg.data.source_categories, cfg.data.visa_type_table)
     tasks = make_tasks(ds, ds.categories, per_defect=4, seed=cfg.seed)

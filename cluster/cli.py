@@ -99,12 +99,38 @@ def cmd_synthesize(cfg: AppConfig, args) -> int:
     return 0
 
 
+def cmd_serve(cfg: AppConfig, args) -> int:
+    import threading
+
+    from cluster.ray_session import cluster_session
+    from cluster.serve_app import start_serve
+    from cluster.synthesize_cmd import latest_policy
+
+    if args.port is not None:
+        cfg.serve.port = args.port
+    if args.host is not None:
+        cfg.serve.host = args.host
+    policy, what = latest_policy(cfg, cfg.serve.policy)
+    with cluster_session(cfg):
+        url = start_serve(cfg, policy)
+        print(f"serving {policy} ({what}) at {url}: POST {url}/v1/synthesize, GET {url}/healthz, "
+              f"schema {url}/openapi.json  (Ctrl-C to stop)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            from ray import serve
+
+            serve.shutdown()
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "make-data": cmd_make_data,
     "tiny-models": cmd_tiny_models,
     "split": cmd_split,
     "demo": cmd_demo,
     "synthesize": cmd_synthesize,
+    "serve": cmd_serve,
     "bench": cmd_bench,
     "sft": cmd_sft,
     "train": cmd_train,
@@ -141,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--data", default=None, help="dataset root (default: the configured one)")
     p.add_argument("--categories", default=None, help="comma-separated (default: data.target_categories)")
+    _add_common(p)
+    p = sub.add_parser("serve", help="the Ray Serve endpoint: POST /v1/synthesize, GET /healthz")
+    p.add_argument("--port", type=int, default=None, help="default: serve.port (8000)")
+    p.add_argument("--host", default=None, help="default: serve.host (127.0.0.1)")
     _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -61,6 +61,25 @@ class SynthesizeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``anomalyagent serve``: the Ray Serve endpoint. ``policy`` empty: as for synthesize."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    policy: Optional[str] = None
+    agent_replicas: int = 1
+    agent_num_cpus: float = 0.25
+    max_ongoing_requests: int = 32  # per agent replica, running at once
+    max_queued_requests: int = 64  # waiting beyond that; more -> 503
+    request_timeout_s: float = 300.0
+    max_bytes: int = 8_000_000
+    max_pixels: int = 4_194_304  # 2048 x 2048
+    min_side: int = 16
+    max_n: int = 4
+    formats: List[str] = field(default_factory=lambda: ["PNG", "JPEG"])
+
+
+@dataclass
 class AppConfig:
     seed: int = 0
     cache_dir: str = "~/.cache/anomalyagent"
@@ -76,6 +95,7 @@ class AppConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property

@@ -25,13 +25,13 @@ from PIL import Image
 from cluster.config import AppConfig
 
 
-def latest_policy(cfg: AppConfig) -> tuple[str, str]:
+def latest_policy(cfg: AppConfig, configured: Optional[str] = None) -> tuple[str, str]:
     """(path, what it is): the configured policy, else the newest GRPO, else SFT checkpoint."""
     from cluster.assets import policy_path
     from policy.checkpoint import CheckpointManager
 
-    if cfg.synthesize.policy:
-        return os.path.expanduser(cfg.synthesize.policy), "configured"
+    if configured:
+        return os.path.expanduser(configured), "configured"
     for stage in ("grpo", "sft"):
         latest = CheckpointManager(Path(cfg.out_dir) / stage / "checkpoints").latest()
         if latest is not None and (latest / "model").is_dir():
@@ -104,7 +104,7 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
     root = data or str(dataset_root(cfg))
     cats = categories or list(cfg.data.target_categories)
     ds = open_dataset(cfg.data.format, root, cats, cfg.data.visa_type_table)
-    policy, what = latest_policy(cfg)
+    policy, what = latest_policy(cfg, cfg.synthesize.policy)
     print(f"synthesize: policy {policy} ({what}); {len(cats)} categories from {root} -> {out}")
     todo = [(k, t) for k, t in synthesis_tasks(ds, ds.categories, cfg.synthesize.per_defect, cfg.seed)
             if not sample_paths(out, t.category, t.defect_type, k)[1].exists()]

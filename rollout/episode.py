@@ -210,6 +210,8 @@ class EpisodeRunner:
                 idx = self._image_for(args, default_last=False)
                 images = {"image": ep.images[idx]}
                 args.setdefault("seed", (task.seed * 31 + ep.turns) % (2**31 - 1))
+                if task.region is not None:  # the caller fixed where the defect goes
+                    args["region"] = list(task.region)
             elif call.name in ("quality_eval", "mask_gen"):
                 idx = self._image_for(args, default_last=True)
                 images = {"normal": ep.images[0], "edited": ep.images[idx]}

@@ -60,7 +60,10 @@ async def finalize(record: Mapping[str, Any], tools: Mapping[str, Any], seed: in
     idx, by_answer = chosen_index(record)
     if idx is None:
         prompt = (await _call(tools, "prompt_gen", {}, None, ctx))["prompt"]
-        gen = await _call(tools, "image_gen", {"prompt": prompt, "seed": seed}, {"image": normal}, ctx)
+        args = {"prompt": prompt, "seed": seed}
+        if task.get("region") is not None:
+            args["region"] = list(task["region"])
+        gen = await _call(tools, "image_gen", args, {"image": normal}, ctx)
         mask = (await _call(tools, "mask_gen", {}, {"normal": normal, "edited": gen["image"]},
                             {**ctx, "region_px": gen["region_px"]}))["mask"]
         return Sample(gen["image"], mask, "tool_chain", 0)

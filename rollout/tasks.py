@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,7 @@ class Task:
     defect_type: str
     image_path: str
     seed: int = 0
+    region: Optional[Tuple[float, float, float, float]] = None  # where IG must edit (a user's mask), normalized
 
     def load_image(self) -> np.ndarray:
         with Image.open(self.image_path) as im:

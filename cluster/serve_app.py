@@ -1,0 +1,225 @@
+"""The Ray Serve application: ``POST /v1/synthesize``, ``GET /healthz``, ``/openapi.json``.
+
+Deployments: one per tool (``ToolServer``; ``@serve.batch`` groups calls across requests,
+then the tool core runs them as one batch), the policy engine (``EngineActor``, which
+batches concurrent episodes' turns), and the ``agent`` ingress that composes them and runs
+the same ``EpisodeRunner`` as training. Backpressure: the agent takes at most
+``serve.max_ongoing_requests`` at once per replica and queues ``serve.max_queued_requests``;
+beyond that Serve answers 503.
+"""
+# no `from __future__ import annotations`: FastAPI must see the real `Request` type in the class-based ingress
+
+import asyncio
+import base64
+import io
+import json
+import uuid
+from typing import Any, Dict, List, Mapping
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image
+from ray import serve
+
+from actors.registry import build_tool, resources_of
+from actors.service import ToolService
+from cluster.config import AppConfig
+from cluster.serve_request import FIELDS, RequestError, RequestLimits, SynthesizeRequest, check_fields, parse_json
+from rollout.config import EpisodeConfig
+
+TOOL_NAMES = ("prompt_gen", "image_gen", "quality_eval", "knowledge", "mask_gen")
+JSON_BODY = {
+    "type": "object", "required": ["image", "category", "defect_type"], "additionalProperties": False,
+    "properties": {
+        "image": {"type": "string", "description": "normal image, base64 PNG or JPEG"},
+        "category": {"type": "string", "example": "bottle"},
+        "defect_type": {"type": "string", "example": "broken_large"},
+        "n": {"type": "integer", "minimum": 1, "default": 1},
+        "seed": {"type": "integer", "minimum": 0, "default": 0},
+        "mask": {"type": "string", "description": "optional base64 PNG, the image's size: where the defect may go"},
+    },
+}
+MULTIPART_BODY = {"type": "object", "required": ["image", "category", "defect_type"], "properties": {
+    **{k: v for k, v in JSON_BODY["properties"].items() if k not in ("image", "mask")},
+    "image": {"type": "string", "format": "binary"}, "mask": {"type": "string", "format": "binary"}}}
+
+
+class ToolServer:
+    """One tool behind Serve: cross-request batching, then the tool core's own batch."""
+
+    def __init__(self, name: str, tools_cfg):
+        r = resources_of(name, tools_cfg)
+        self.service = ToolService(build_tool(name, tools_cfg), r.timeout_s, r.max_batch_size, batch_wait_ms=0.0)
+        self.call_batch.set_max_batch_size(r.max_batch_size)
+        self.call_batch.set_batch_wait_timeout_s(r.batch_wait_ms / 1000.0)
+        self.batch_sizes: List[int] = []
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def call_batch(self, arguments: List[Any], images: List[Any], context: List[Any]) -> List[dict]:
+        self.batch_sizes.append(len(arguments))
+        return list(await asyncio.gather(*(self.service.call(a, i, c) for a, i, c in zip(arguments, images, context))))
+
+    async def call(self, arguments, images=None, context=None) -> dict:
+        return await self.call_batch(arguments, images, context)
+
+    def check_health(self) -> None:  # Serve restarts a replica whose check raises
+        self.service.health()
+
+    async def stats(self) -> dict:
+        n = len(self.batch_sizes)
+        return {**self.service.stats(), "serve_batches": n, "serve_mean_batch": sum(self.batch_sizes) / n if n else 0.0}
+
+
+class _HandleTool:
+    """A tool deployment handle as the episode's ``ToolCaller``."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def call(self, arguments, images=None, context=None) -> dict:
+        return await self.handle.call.remote(arguments, images, context)
+
+
+class _HandleLLM:
+    """The policy deployment handle as a verl-style LLM server for ``ServerLLM``."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def generate(self, request_id: str, prompt_ids, sampling_params):
+        return self.handle.generate.remote(request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+
+
+def png_base64(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plain(obj):
+    """JSON-safe copy (numpy scalars and arrays in tool logs)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+async def synthesize_samples(req: SynthesizeRequest, tokenizer, llm, tools: Mapping[str, Any],
+                             episode_cfg: EpisodeConfig, request_id: str) -> Dict[str, Any]:
+    """Run ``req.n`` episodes concurrently and finalize each into an image and a mask."""
+    from rollout.episode import EpisodeRunner
+    from rollout.finalize import finalize
+    from rollout.tasks import Task
+
+    async def one(k: int):
+        task = Task(f"{request_id}-{k}", req.category, req.defect_type, "<request>", req.seed + k, req.region)
+        ep = await EpisodeRunner(task, req.image, tokenizer, llm, tools, episode_cfg, task.task_id).run()
+        record = ep.record()
+        return await finalize(record, tools, seed=req.seed + k), record
+
+    results = await asyncio.gather(*(one(k) for k in range(req.n)))
+    h, w = req.image.shape[:2]
+    return {
+        "request_id": request_id, "width": w, "height": h,
+        "images": [png_base64(s.image) for s, _ in results],
+        "masks": [png_base64(s.mask) for s, _ in results],
+        "trajectories": [_plain({
+            "episode_id": r["episode_id"], "source": s.source, "final_image_index": s.image_index,
+            "status": r["status"], "turns": r["turns"], "actions": r["actions"], "answer": r["answer"],
+            "qe_scores": r["qe_scores"], "tool_log": r["tool_log"],
+            "text": tokenizer.decode(r["response_ids"], skip_special_tokens=False)}) for s, r in results],
+    }
+
+
+def build_app(cfg: AppConfig, policy_path: str):
+    """The bound Serve application for ``serve.run``."""
+    from policy.engine import EngineActor
+
+    sc = cfg.serve
+    api = FastAPI(title="AnomalyAgent", version="1",
+                  description="Agentic industrial anomaly synthesis: a normal image in, defect images and masks out.")
+
+    @serve.deployment(name="agent", num_replicas=sc.agent_replicas, max_ongoing_requests=sc.max_ongoing_requests,
+                      max_queued_requests=sc.max_queued_requests, ray_actor_options={"num_cpus": sc.agent_num_cpus},
+                      health_check_period_s=10)
+    @serve.ingress(api)
+    class AgentServer:
+        def __init__(self, policy, tools: Dict[str, Any], policy_path: str, episode_cfg: EpisodeConfig,
+                     limits: RequestLimits, timeout_s: float):
+            from transformers import AutoTokenizer
+
+            from rollout.verl_adapter import ServerLLM
+
+            self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+            self.policy, self.tool_handles = policy, tools
+            self.llm = ServerLLM(_HandleLLM(policy))
+            self.tools = {n: _HandleTool(h) for n, h in tools.items()}
+            self.episode_cfg, self.limits, self.timeout_s = episode_cfg, limits, timeout_s
+
+        async def _parse(self, request: Request) -> SynthesizeRequest:
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > self.limits.max_bytes:
+                raise RequestError(413, f"request body is {length} bytes, more than the limit {self.limits.max_bytes}")
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype == "application/json":
+                return parse_json(await request.body(), self.limits)
+            if ctype == "multipart/form-data":
+                body = await request.body()
+                if len(body) > self.limits.max_bytes:
+                    raise RequestError(413, f"request body is {len(body)} bytes, more than the limit {self.limits.max_bytes}")
+                try:
+                    form = await request.form(max_files=2, max_fields=len(FIELDS))
+                except Exception as e:  # noqa: BLE001 - any parse failure is the client's
+                    raise RequestError(400, f"malformed multipart body: {e}"[:300]) from None
+                fields = {k: v for k, v in form.items() if not hasattr(v, "read")}
+                files = {k: await v.read() for k, v in form.items() if hasattr(v, "read")}
+                if "image" not in files:
+                    raise RequestError(422, "missing file part: image", "image")
+                return check_fields({**fields, **{k: None for k in files}}, files["image"], files.get("mask"),
+                                    self.limits, from_form=True)
+            raise RequestError(415, f"content type {ctype or 'none'!r} is not accepted; send application/json "
+                                    "or multipart/form-data")
+
+        @api.post("/v1/synthesize", summary="Synthesize n defect images and masks on a normal image",
+                  openapi_extra={"requestBody": {"required": True, "content": {
+                      "application/json": {"schema": JSON_BODY}, "multipart/form-data": {"schema": MULTIPART_BODY}}}})
+        async def synthesize(self, request: Request):
+            try:
+                req = await self._parse(request)
+            except RequestError as e:
+                return JSONResponse(e.to_dict(), status_code=e.status)
+            rid = uuid.uuid4().hex[:12]
+            try:
+                out = await asyncio.wait_for(
+                    synthesize_samples(req, self.tokenizer, self.llm, self.tools, self.episode_cfg, rid), self.timeout_s)
+            except asyncio.TimeoutError:
+                return JSONResponse({"error": f"not done within {self.timeout_s:g}s"}, status_code=504)
+            return JSONResponse(out)
+
+        @api.get("/healthz", summary="Liveness of the agent, the policy and every tool")
+        async def healthz(self):
+            tools = await asyncio.gather(*(h.stats.remote() for h in self.tool_handles.values()))
+            policy = await self.policy.stats.remote()
+            return {"ok": True, "policy": policy, "tools": {n: t for n, t in zip(self.tool_handles, tools)}}
+
+        def check_health(self) -> None:
+            pass
+
+    tools = {}
+    for name in TOOL_NAMES:
+        r = resources_of(name, cfg.tools)
+        tools[name] = serve.deployment(ToolServer, name=f"tool_{name}").options(
+            num_replicas=r.replicas, max_ongoing_requests=max(r.max_concurrency, 2 * sc.max_ongoing_requests),
+            ray_actor_options={"num_cpus": r.num_cpus, "num_gpus": r.num_gpus}).bind(name, cfg.tools)
+    e = cfg.policy.engine
+    policy = serve.deployment(EngineActor, name="policy").options(
+        num_replicas=e.replicas, max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}).bind(
+        policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed)
+    limits = RequestLimits(sc.max_bytes, sc.max_pixels, sc.min_side, sc.max_n, list(sc.formats))
+    return AgentServer.bind(policy, tools, policy_path, cfg.episode, limits, sc.request_timeout_s)
+
+
+def start_serve(cfg: AppConfig, policy_path: str, name: str = "anomalyagent", route_prefix: str = "/") -> str:
+    """Deploy on the current Ray cluster; returns the base URL."""
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(build_app(cfg, policy_path), name=name, route_prefix=route_prefix, blocking=False)
+    return f"http://{cfg.serve.host}:{cfg.serve.port}{route_prefix.rstrip('/')}"

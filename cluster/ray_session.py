@@ -18,7 +18,7 @@ def ray_session(cfg: RayConfig):
     if address:
         ray.init(address=address, namespace=cfg.namespace, log_to_driver=False)
     else:
-        ray.init(num_cpus=cfg.num_cpus or None, num_gpus=cfg.num_gpus or None, include_dashboard=False,
+        ray.init(address="local", num_cpus=cfg.num_cpus or None, num_gpus=cfg.num_gpus or None, include_dashboard=False,
                  namespace=cfg.namespace, log_to_driver=False, configure_logging=False)
     try:
         yield ray

@@ -67,6 +67,24 @@ def cmd_bench(cfg: AppConfig, args) -> int:
         from benchmarks.rollout import run_rollout_bench
 
         run_rollout_bench(cfg, n_tasks=args.tasks, group_size=args.group)
+    elif args.suite == "mvtec":
+        from benchmarks.mvtec import run_mvtec_bench
+        from cluster.assets import dataset_root
+
+        if not args.generated:
+            print("anomalyagent: bench mvtec needs --generated DIR (the output of `anomalyagent synthesize`)",
+                  file=sys.stderr)
+            return 2
+        out = Path(args.out) if args.out else Path(cfg.out_dir) / "bench_mvtec"
+        res = run_mvtec_bench(args.generated, args.data or str(dataset_root(cfg)), out,
+                              args.categories.split(",") if args.categories else None, args.epochs, args.quick,
+                              cfg.bench, cfg.data.format)
+        m = res["summary"]["mean"]
+        print(f"tables in {out}: table.md, results.csv, per_category.png, samples.png")
+        print(f"mean IS={m['is']:.3f} IC-LPIPS={m['ic_lpips']:.3f} (small clusters as 0: {m['ic_lpips_zero']:.3f}) "
+              f"cls_acc={m['cls_accuracy']:.1f} image_AUROC={m['image_auroc']:.1f} pixel_AP={m['pixel_ap']:.1f} "
+              f"AU-PRO={m['au_pro']:.1f}")
+        print(f"iclpips_speedup={res['iclpips']['speedup']:.2f}")
     return 0
 
 
@@ -152,8 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset root (default: the configured one)")
     p.add_argument("--categories", default=None, help="comma-separated")
     _add_common(p)
-    p = sub.add_parser("bench", help="benchmarks: tools (IG batching, tool latency), rollout (manager vs sequential)")
-    p.add_argument("suite", choices=["tools", "rollout"])
+    p = sub.add_parser("bench", help="benchmarks: tools (IG batching), rollout (manager vs sequential), "
+                                     "mvtec (the MVTec-AD tables)")
+    p.add_argument("suite", choices=["tools", "rollout", "mvtec"])
+    p.add_argument("--generated", default=None, help="mvtec: folder written by `anomalyagent synthesize`")
+    p.add_argument("--data", default=None, help="mvtec: dataset root (default: the configured one)")
+    p.add_argument("--out", default=None, help="mvtec: output folder (default: <out_dir>/bench_mvtec)")
+    p.add_argument("--categories", default=None, help="mvtec: comma-separated (default: all generated)")
+    p.add_argument("--epochs", type=int, default=None, help="mvtec: classifier and detector epochs")
+    p.add_argument("--quick", action="store_true", help="mvtec: the CPU preset (small images, few epochs)")
     p.add_argument("--tasks", type=int, default=16, help="rollout: number of tasks")
     p.add_argument("--group", type=int, default=4, help="rollout: samples per task (G)")
     _add_common(p)

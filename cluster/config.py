@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from actors.config import ToolsConfig
+from benchmarks.config import MVTecBenchConfig
 from policy.config import LearnerConfig, PolicyConfig, RLConfig, SFTConfig
 from rewards.config import RewardConfig
 from rollout.config import DataConfig, EpisodeConfig, RolloutConfig
@@ -96,6 +97,7 @@ class AppConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    bench: MVTecBenchConfig = field(default_factory=MVTecBenchConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     @property

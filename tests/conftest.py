@@ -31,7 +31,7 @@ def ray_local():
     """One local Ray for the session; logical CPUs sized so fractional actors never starve."""
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
              namespace="anomalyagent-tests")
     yield ray
     ray.shutdown()

@@ -1,0 +1,72 @@
+"""What the MVTec benchmarks read: the generated folder (``anomalyagent synthesize``'s
+layout) and the real dataset's split, as arrays at the benchmark's image size."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+from PIL import Image
+
+from rollout.data.types import DatasetError, list_images
+
+
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+def load_mask(path: Path, size: int) -> np.ndarray:
+    """Binary mask (masks binarized at 0.5 of their range, as the protocol says)."""
+    with Image.open(path) as im:
+        m = np.asarray(im.convert("L").resize((size, size), Image.NEAREST), dtype=np.float32) / 255.0
+    return (m >= 0.5).astype(np.uint8)
+
+
+@dataclass
+class GeneratedSet:
+    """Per defect type: images and masks of one category."""
+
+    category: str
+    images: Dict[str, List[np.ndarray]]
+    masks: Dict[str, List[np.ndarray]]
+
+    @property
+    def defects(self) -> List[str]:
+        return sorted(self.images)
+
+
+def load_generated(root: Path, category: str, size: int) -> GeneratedSet:
+    base = Path(root) / category
+    if not base.is_dir():
+        raise DatasetError(f"no generated images for category {category!r} under {root} (expected "
+                           f"{base}/<defect>/image/NNN.png — run `anomalyagent synthesize`)")
+    images: Dict[str, List[np.ndarray]] = {}
+    masks: Dict[str, List[np.ndarray]] = {}
+    for d in sorted(p.name for p in base.iterdir() if (p / "image").is_dir()):
+        files = list_images(base / d / "image")
+        missing = [f.name for f in files if not (base / d / "mask" / f.name).is_file()]
+        if missing:
+            raise DatasetError(f"generated {category}/{d}: no mask for {missing[:3]}")
+        images[d] = [load_rgb(f, size) for f in files]
+        masks[d] = [load_mask(base / d / "mask" / f.name, size) for f in files]
+    if not images:
+        raise DatasetError(f"generated {base} has no <defect>/image folders")
+    return GeneratedSet(category, images, masks)
+
+
+def real_test(split, size: int) -> Tuple[List[np.ndarray], List[np.ndarray], List[str]]:
+    """The evaluation set (test/good + non-centre anomalies): images, masks, defect labels."""
+    images, masks, labels = [], [], []
+    for s in split.test_samples():
+        images.append(load_rgb(s.image, size))
+        if s.masks:
+            m = np.zeros((size, size), np.uint8)
+            for p in s.masks:
+                m |= load_mask(p, size)
+            masks.append(m)
+        else:
+            masks.append(np.zeros((size, size), np.uint8))
+        labels.append(s.defect)
+    return images, masks, labels

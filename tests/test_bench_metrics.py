@@ -1,0 +1,66 @@
+"""Benchmark metrics against independent computations: scikit-learn, and brute force."""
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from benchmarks.metrics import au_pro, auroc, average_precision, connected_regions, f1_max
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("ties", [False, True])
+def test_auroc_ap_f1_match_scikit_learn(seed, ties):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(500) < 0.3
+    scores = labels * 0.8 + rng.normal(size=500)
+    if ties:
+        scores = np.round(scores, 1)
+    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    p, r, _ = precision_recall_curve(labels, scores)
+    f1 = np.max(np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0))
+    assert f1_max(labels, scores) == pytest.approx(f1, abs=1e-12)
+
+
+def test_known_values():
+    assert auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+    assert auroc([0, 1], [0.2, 0.9]) == 1.0 and average_precision([0, 1], [0.2, 0.9]) == 1.0
+    assert f1_max([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.8)  # 2 TP, 1 FP at 0.7
+    with pytest.raises(ValueError, match="both"):
+        auroc([1, 1], [0.1, 0.2])
+
+
+def brute_force_pro(masks, maps, limit):
+    """Per-threshold loop over every distinct score: the textbook definition."""
+    regions = connected_regions(masks)
+    maps = np.stack(maps).astype(float)
+    ids = range(1, regions.max() + 1)
+    normal = regions == 0
+    points = [(0.0, 0.0)]
+    for t in sorted(set(maps.ravel()), reverse=True):
+        pred = maps >= t
+        fpr = (pred & normal).sum() / normal.sum()
+        pro = np.mean([(pred & (regions == r)).sum() / (regions == r).sum() for r in ids])
+        points.append((fpr, pro))
+    fpr, pro = np.array(points).T
+    grid = np.linspace(0, limit, 30001)
+    return np.trapezoid(np.interp(grid, fpr, pro), grid) / limit
+
+
+def test_au_pro_on_hand_made_masks():
+    m1 = np.zeros((8, 8), np.uint8)
+    m1[1:3, 1:3] = 1  # region of 4 pixels
+    m1[5:8, 5:8] = 1  # region of 9 pixels
+    m2 = np.zeros((8, 8), np.uint8)
+    m2[0:2, 4:8] = 1  # region of 8 pixels in the second image
+    assert connected_regions([m1, m2]).max() == 3
+    perfect = [m1.astype(float), m2.astype(float)]
+    assert au_pro([m1, m2], perfect) == pytest.approx(1.0)
+    # a map that finds region 1 fully, half of region 2, none of region 3 before any false positive
+    a = np.zeros((8, 8))
+    a[1:3, 1:3] = 0.9
+    a[5:8, 5:8] = np.where(np.arange(9).reshape(3, 3) < 5, 0.8, 0.0)
+    b = np.zeros((8, 8))
+    rng = np.random.default_rng(0)
+    maps = [a + rng.random((8, 8)) * 0.01, b + rng.random((8, 8)) * 0.01]
+    for limit in (0.3, 1.0):
+        assert au_pro([m1, m2], maps, limit) == pytest.approx(brute_force_pro([m1, m2], maps, limit), abs=1e-4)

@@ -123,7 +123,7 @@ def detect_category(normals: List[np.ndarray], generated, test_images: List[np.n
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val_maps = anomaly_maps(model, [images[i] for i in val_idx])
         val_gt = np.stack([masks[i] for i in val_idx]).astype(bool)
         val_ap = average_precision(val_gt, val_maps) if val_gt.any() and not val_gt.all() else 0.0

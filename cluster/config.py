@@ -47,6 +47,9 @@ class DemoConfig:
     """What ``make demo`` runs on top of the sections it shares with the other commands."""
 
     rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
+    eval_tasks: int = 24  # fresh target tasks for the well-formed rate before/after SFT
+    per_defect: int = 6  # synthesized samples per (target category, defect type)
+    bench_epochs: Optional[int] = None  # classifier/detector epochs of the quick benchmark (None: the preset's)
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""The demo pipeline with an even smaller preset: every artefact exists and parses, and a
+second run resumes every stage instead of redoing it."""
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cluster.config import load_config
+from cluster.demo import run_demo
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+SMALLER = ["data.synthetic.size=48", "data.synthetic.n_train=2", "data.synthetic.n_test_good=2",
+           "data.synthetic.n_test_per_defect=3", "tools.knowledge.embedder=hashing", "policy.tiny.num_layers=1",
+           "sft.variants_per_anomaly=1", "sft.steps=4", "sft.save_every=4", "sft.batch_size=4",
+           "demo.rl_steps=2", "rl.tasks_per_step=2", "rollout.group_size=2", "episode.max_turns=3",
+           "episode.max_turn_tokens=40", "demo.eval_tasks=4", "demo.per_defect=2", "demo.bench_epochs=1"]
+STAGES = ["data", "splits", "models", "tool_chain", "sft", "well_formed", "grpo", "rollout", "synthesize", "bench"]
+
+
+def test_demo_end_to_end_then_resume(tmp_path, capsys):
+    cfg = load_config(None, [f"cache_dir={tmp_path}/cache", *SMALLER])
+    out = tmp_path / "demo"
+    assert run_demo(cfg, out) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert set(stages) == set(STAGES)
+    report = (out / "report.md").read_text()
+    for heading in ("## Stages", "## SFT (stage 1)", "## GRPO (stage 2)", "## Synthesis", "## Benchmarks",
+                    "AnomalyAgent (published", "not the paper's setting"):
+        assert heading in report, heading
+    for png in ("reward_curve.png", "samples.png", "per_category.png", "tools/tool_chain.png"):
+        with Image.open(out / png) as im:
+            assert im.size[0] > 100, png
+    assert stages["well_formed"]["result"]["tasks"] == 4
+    assert stages["grpo"]["result"]["steps"] == 2
+    syn = stages["synthesize"]["result"]
+    assert syn["samples"] == 2 * 3 * 2 and sum(syn["all_sources"].values()) == 12
+    for cat in ("syn_marble", "syn_pill"):
+        assert len(list((out / "synthesized" / cat).glob("*/mask/*.png"))) == 6
+    for store in ("grpo/trajectories", "synthesized/trajectories", "trajectories"):
+        df = pd.read_parquet(out / store / "episodes")
+        assert len(df) > 0 and df.episode_id.is_unique
+    assert list((out / "sft" / "tensorboard").glob("events.*")) and list((out / "grpo" / "tensorboard").glob("events.*"))
+    assert (out / "bench" / "results.csv").read_text().splitlines()[-1].startswith("mean,")
+    capsys.readouterr()
+
+    assert run_demo(cfg, out) == 0  # every stage resumes
+    log = capsys.readouterr().out
+    assert all(f"[{s}] done earlier" in log for s in STAGES) and "running" not in log

@@ -50,6 +50,7 @@ def resolve_region(req: ToolRequest, image: np.ndarray, size_word: str, tool: st
 
 class ProceduralImageGen(Tool):
     name = "image_gen"
+    result_keys = {"image": "array", "region": "list", "region_px": "list"}
     schema = SCHEMA
     required_images = ("image",)
 
@@ -65,6 +66,7 @@ class ProceduralImageGen(Tool):
 
 class DiffusersImageGen(BatchedTool):
     name = "image_gen"
+    result_keys = {"image": "array", "region": "list", "region_px": "list"}
     schema = SCHEMA
     required_images = ("image",)
 

@@ -67,6 +67,7 @@ def _index(vectors: np.ndarray):
 
 class KnowledgeRetriever(Tool):
     name = "knowledge"
+    result_keys = {"text": "str"}
     schema = {
         "type": "object",
         "properties": {

@@ -58,6 +58,7 @@ def change_mask(normal: np.ndarray, edited: np.ndarray, region: Optional[Tuple[i
 
 class ClassicalMaskGen(Tool):
     name = "mask_gen"
+    result_keys = {"mask": "array", "area": "number"}
     schema = SCHEMA
     required_images = ("normal", "edited")
 

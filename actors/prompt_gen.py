@@ -39,6 +39,7 @@ def task_entry(kb: KnowledgeBase, tool: str, req: ToolRequest):
 
 class TemplatePromptGen(Tool):
     name = "prompt_gen"
+    result_keys = {"prompt": "str"}
     schema = SCHEMA
 
     def __init__(self, kb: Optional[KnowledgeBase] = None):

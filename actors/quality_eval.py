@@ -129,6 +129,7 @@ def _review(m: Measurements, entry: KnowledgeEntry, location: float) -> str:
 
 class MetricJudge(Tool):
     name = "quality_eval"
+    result_keys = {"location_score": "number", "quality_score": "number", "review": "str"}
     schema = SCHEMA
     required_images = ("normal", "edited")
 
@@ -200,6 +201,7 @@ def parse_judge_output(text: str) -> Dict[str, object]:
 
 class VLMJudge(BatchedTool):
     name = "quality_eval"
+    result_keys = {"location_score": "number", "quality_score": "number", "review": "str"}
     schema = SCHEMA
     required_images = ("normal", "edited")
 

@@ -49,3 +49,18 @@ def check_image(tool: str, name: str, image: Any) -> np.ndarray:
     if min(image.shape[:2]) < 8:
         raise ToolError("invalid_arguments", f"image '{name}' is too small: {image.shape[1]}x{image.shape[0]}", name, tool)
     return image
+
+
+_KINDS = {"array": (np.ndarray,), "list": (list, tuple), "number": (int, float, np.integer, np.floating),
+          "str": (str,)}
+
+
+def check_result(tool: str, result_keys: dict, result: Any) -> None:
+    """A tool's result carries what the episode reads, of the right kind; else ``bad_output``."""
+    if not isinstance(result, dict):
+        raise ToolError("bad_output", f"the tool returned {type(result).__name__}, not a result object", None, tool)
+    for key, kind in result_keys.items():
+        if key not in result:
+            raise ToolError("bad_output", f"the tool's result lacks '{key}'", key, tool)
+        if not isinstance(result[key], _KINDS[kind]) or isinstance(result[key], bool):
+            raise ToolError("bad_output", f"the tool's '{key}' is {type(result[key]).__name__}, not {kind}", key, tool)

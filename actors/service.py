@@ -11,7 +11,7 @@ import numpy as np
 
 from actors.batching import DynamicBatcher
 from actors.errors import ToolError
-from actors.schema import check_image, validate_arguments
+from actors.schema import check_image, check_result, validate_arguments
 from actors.tool import Tool, ToolRequest
 
 
@@ -40,6 +40,8 @@ class ToolService:
                 check_image(name, key, images.get(key))
             req = ToolRequest(dict(arguments), images, dict(context or {}))
             result = await asyncio.wait_for(self.batcher.submit(req), self.timeout_s)
+            if not isinstance(result, ToolError):
+                check_result(name, self.tool.result_keys, result)
         except ToolError as e:
             return self._error(e if e.tool else ToolError(e.code, e.message, e.field, name))
         except asyncio.TimeoutError:

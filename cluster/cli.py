@@ -67,6 +67,12 @@ def cmd_bench(cfg: AppConfig, args) -> int:
         from benchmarks.rollout import run_rollout_bench
 
         run_rollout_bench(cfg, n_tasks=args.tasks, group_size=args.group)
+    elif args.suite == "faults":
+        from benchmarks.faults import run_faults_bench
+
+        res = run_faults_bench(cfg, fuzz_turns=args.fuzz_turns, serve_seconds=args.serve_seconds)
+        print(f"episodes_lost={res['episodes_lost']} duplicates={res['duplicates']} "
+              f"parser_crashes={res['parser_crashes']} serve_5xx={res['serve_5xx']}")
     elif args.suite == "mvtec":
         from benchmarks.mvtec import run_mvtec_bench
         from cluster.assets import dataset_root
@@ -171,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default=None, help="comma-separated")
     _add_common(p)
     p = sub.add_parser("bench", help="benchmarks: tools (IG batching), rollout (manager vs sequential), "
-                                     "mvtec (the MVTec-AD tables)")
-    p.add_argument("suite", choices=["tools", "rollout", "mvtec"])
+                                     "mvtec (the MVTec-AD tables), faults (reliability figures)")
+    p.add_argument("suite", choices=["tools", "rollout", "mvtec", "faults"])
+    p.add_argument("--fuzz-turns", type=int, default=10000, help="faults: generated policy turns")
+    p.add_argument("--serve-seconds", type=float, default=20.0, help="faults: sustained serve load")
     p.add_argument("--generated", default=None, help="mvtec: folder written by `anomalyagent synthesize`")
     p.add_argument("--data", default=None, help="mvtec: dataset root (default: the configured one)")
     p.add_argument("--out", default=None, help="mvtec: output folder (default: <out_dir>/bench_mvtec)")

@@ -16,6 +16,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from policy.faults import fault_point
+
 TRACKER = "latest"
 MARKER = "COMPLETE"
 
@@ -57,6 +59,7 @@ class CheckpointManager:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         model.save_pretrained(tmp / "model")
+        fault_point("checkpoint_write", step)  # reliability suite: a crash with the folder half written
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         torch.save({"step": step, "optimizer": optimizer.state_dict() if optimizer else None,

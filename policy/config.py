@@ -91,3 +91,4 @@ class RLConfig:
     save_every: int = 5
     keep_last: int = 2
     resume: str = "auto"  # auto | disable | a checkpoint path
+    max_restarts: int = 2  # `anomalyagent train` resumes in-process when a learner process dies

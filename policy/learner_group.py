@@ -4,7 +4,7 @@ replica (FSDP sharding on GPU clusters is verl's trainer's job, see configs/verl
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import ray
@@ -26,7 +26,10 @@ class LearnerWorker:
         self.rank = rank
         self.learner = PolicyLearner(model_path, cfg, group_size, dist=world_size > 1)
 
-    def step(self, shard: DataProto, global_tokens: int) -> Dict[str, float]:
+    def step(self, shard: DataProto, global_tokens: int, version: int = 0) -> Dict[str, float]:
+        from policy.faults import fault_point
+
+        fault_point("learner_step", version)  # reliability suite: a crash mid-update
         return self.learner.step(shard, global_tokens)
 
     def state_dict(self):
@@ -64,7 +67,8 @@ class LearnerGroup:
     """``world_size`` ranks in one placement group (``placement_strategy``), so the ranks
     are gang-scheduled: all start or none does."""
 
-    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int, ready_timeout_s: float = 300.0):
+    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int, ready_timeout_s: float = 300.0,
+                 env: Optional[Dict[str, str]] = None):
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -75,17 +79,18 @@ class LearnerGroup:
         self.workers = [
             ray.remote(LearnerWorker).options(
                 num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_concurrency=2,
+                runtime_env={"env_vars": dict(env)} if env else None,
                 scheduling_strategy=strategy(r),
             ).remote(model_path, cfg, group_size, r, cfg.world_size, address)
             for r in range(cfg.world_size)]
         self.world_size = cfg.world_size
 
-    def step(self, batch: DataProto) -> Dict[str, float]:
+    def step(self, batch: DataProto, version: int = 0) -> Dict[str, float]:
         """Shard the batch over the ranks (uneven shards are fine: the loss uses global token counts)."""
         global_tokens = int(batch.batch["response_mask"].sum())
         parts = np.array_split(np.arange(len(batch)), self.world_size)
         shards = [batch.select_idxs(idx) for idx in parts]
-        metrics = ray.get([w.step.remote(s, global_tokens) for w, s in zip(self.workers, shards)])
+        metrics = ray.get([w.step.remote(s, global_tokens, version) for w, s in zip(self.workers, shards)])
         return metrics[0]
 
     def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> str:

@@ -60,9 +60,15 @@ def plot_reward_curve(history: List[Dict[str, float]], path: Path) -> Path:
     return path
 
 
+def _step_of(episode_id: str) -> int:
+    """The 0-based step of an RL episode id (``s<step>-<task>-g<k>``)."""
+    return int(episode_id[1:].split("-", 1)[0])
+
+
 def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool = True,
-             engines: Optional[List[Any]] = None) -> Dict[str, Any]:
-    """``engines`` replaces the generation engines (tests inject scripted ones)."""
+             engines: Optional[List[Any]] = None, learner_env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """``engines`` replaces the generation engines (tests inject scripted ones);
+    ``learner_env`` goes to the learner processes (the reliability suite's fault points)."""
     import ray
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -90,13 +96,16 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
     stream = RewardStream(reward_actor)
     rt = start_runtime(cfg, start_policy, None, on_episode=[stream, lambda rec, extra: store.write(rec, extra)],
                        engines=engines)
-    learner = LearnerGroup(policy, cfg.learner, cfg.rollout.group_size)
+    learner = LearnerGroup(policy, cfg.learner, cfg.rollout.group_size, env=learner_env)
     history: List[Dict[str, float]] = []
     start = 0
     if source:
         state = learner.load_checkpoint(str(source))
         start, history = state["step"], state.get("history", [])
-    writer = SummaryWriter(str(out / "tensorboard"), purge_step=start if start else None)
+    # episodes of steps that never finished (a crash after their rollout) are run again: drop them
+    store.remove([e for e in store.ids() if _step_of(e) >= start])
+    # scalars are logged at version = step + 1: a resume at `start` rewrites versions start+1 onwards
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1 if start else None)
     bar = tqdm(range(start, cfg.rl.steps), desc="grpo", unit="step", initial=start, total=cfg.rl.steps, disable=not progress)
     try:
         for step in bar:
@@ -111,8 +120,8 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
             batch = add_advantages(batch_from_episodes(records, rewards, pad_id=0))
             if cfg.learner.filter_zero_advantage:
                 batch = drop_zero_advantage_groups(batch)
-            metrics = learner.step(batch) if len(batch) else {}
             version = step + 1
+            metrics = learner.step(batch, version) if len(batch) else {}
             sd = learner.state_dict()
             ray.get([e.load_state_dict.remote(sd, version) for e in engines])
             t_update = time.perf_counter() - t0 - t_roll - t_reward

@@ -102,6 +102,19 @@ class TrajectoryStore:
             tmp.unlink(missing_ok=True)
         return True
 
+    def remove(self, episode_ids: Iterable[str]) -> int:
+        """Forget episodes (rows and images), e.g. those of a training step that never finished."""
+        import shutil
+
+        n = 0
+        for eid in episode_ids:
+            path = self.path_of(eid)
+            if path.exists():
+                path.unlink()
+                n += 1
+            shutil.rmtree(self.images / eid, ignore_errors=True)
+        return n
+
     def read(self, columns: Optional[Iterable[str]] = None):
         """All stored episodes as a pandas DataFrame."""
         import pandas as pd

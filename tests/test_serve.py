@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.bad_requests import b64, corpus, encode
+from benchmarks.bad_requests import b64, corpus, encode
 from tests.test_rollout import small_cfg
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cluster.serve_request import RequestError, RequestLimits, check_fields, mask_region, parse_json
-from tests.bad_requests import b64, corpus, encode
+from benchmarks.bad_requests import b64, corpus, encode
 
 LIMITS = RequestLimits()
 

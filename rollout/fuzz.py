@@ -52,7 +52,19 @@ def random_call_json(rng: random.Random) -> str:
     return text
 
 
+def well_formed_turn(rng: random.Random) -> str:
+    """The format followed, contents random: a call with random arguments, or an answer."""
+    if rng.random() < 0.8:
+        args = {rng.choice(ARG_KEYS): random_value(rng) for _ in range(rng.randint(0, 3))}
+        body = json.dumps({"name": rng.choice(TOOL_NAMES), "arguments": args}, allow_nan=True)
+        return f"<thinking>next</thinking><tool_call>{body}</tool_call>"
+    body = json.dumps({"status": rng.choice(["success", "failure"]), "final_image_index": rng.randint(-1, 4)})
+    return f"<thinking>done</thinking><answer>{body}</answer>"
+
+
 def random_turn(rng: random.Random) -> str:
+    if rng.random() < 0.25:
+        return well_formed_turn(rng)
     parts = []
     for _ in range(rng.randint(0, 8)):
         r = rng.random()

@@ -29,6 +29,10 @@ class LocalHead:
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
         self.token = secrets.token_hex(16)
         self.port, self.dashboard_port = _free_port(), _free_port()
+        # every port of its own: the test session's local Ray may hold the default agent ports
+        self.agent_ports = {flag: _free_port() for flag in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")}
         self.num_cpus = num_cpus
         bin_dir = str(Path(sys.executable).parent)
         self.env: Dict[str, str] = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
@@ -46,7 +50,8 @@ class LocalHead:
     def start(self) -> "LocalHead":
         r = self.ray("start", "--head", f"--port={self.port}", f"--dashboard-port={self.dashboard_port}",
                      "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--num-cpus={self.num_cpus}",
-                     "--disable-usage-stats", f"--temp-dir={self.temp_dir}", timeout=120)
+                     "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+                     *[f"--{flag}={port}" for flag, port in self.agent_ports.items()], timeout=120)
         if r.returncode != 0:
             self.stop()
             raise RuntimeError(f"ray start failed:\n{r.stdout}\n{r.stderr}")

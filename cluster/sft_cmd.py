@@ -23,6 +23,10 @@ def build_sft_data(cfg: AppConfig, root: str, policy: str, out: Path) -> Dict:
     builder = TrajectoryBuilder({n: build_tool(n, cfg.tools) for n in TOOL_NAMES}, normals, cfg.seed)
     trajs = [t for cat in ds.categories for s in ds.anomalies(cat) for v in range(cfg.sft.variants_per_anomaly)
              if (t := builder.build(s, v)) is not None]
+    longest = max((len(t.turns) for t in trajs), default=0)
+    if longest > cfg.episode.max_turns:  # the policy learns episodes it can never finish
+        print(f"warning: SFT trajectories have up to {longest} turns but episode.max_turns is "
+              f"{cfg.episode.max_turns}: such episodes will stop at the cap (raise episode.max_turns to {longest})")
     return write_sft_dataset(trajs, AutoTokenizer.from_pretrained(policy), out)
 
 

@@ -39,7 +39,7 @@ class DataConfig:
 class EpisodeConfig:
     """Caps and sampling of one multi-turn episode."""
 
-    max_turns: int = 8  # policy turns
+    max_turns: int = 12  # policy turns; the longest SFT trajectory (N=3 generations) has 11
     max_turn_tokens: int = 160  # new tokens per policy turn
     max_response_tokens: int = 2048  # policy + observation tokens after the prompt
     temperature: float = 1.0

@@ -66,6 +66,8 @@ class AnomalyAgentLoop(AgentLoopBase):
                  episode_config: Optional[EpisodeConfig] = None, **kwargs):
         super().__init__(trainer_config, server_manager, tokenizer, processor, dataset_cls,
                          data_config or DictConfigWrap(OmegaConf.create({})), **kwargs)
+        if not isinstance(tools, Mapping):  # inside verl's trainer: its own (empty) tool list, not our pools
+            tools = None
         app_cfg = None
         if tools is None or episode_config is None:
             app_cfg = self._app_config()
@@ -87,7 +89,9 @@ class AnomalyAgentLoop(AgentLoopBase):
         return cls._shared_tools
 
     async def run(self, sampling_params: Dict[str, Any], **kwargs) -> AgentLoopOutput:
-        task = kwargs["task"]
+        task = kwargs.get("task") or (kwargs.get("extra_info") or {}).get("task")
+        if task is None:
+            raise ValueError("anomaly_agent needs the task: a `task` field, or extra_info.task, in the dataset row")
         task = task if isinstance(task, Task) else Task(**dict(task))
         llm = ServerLLM(self.server_manager, sampling_params, is_actor=kwargs.get("server_is_actor", False))
         runner = EpisodeRunner(task, task.load_image(), self.tokenizer, llm, self.tools, self.episode_config,

@@ -45,3 +45,48 @@ def test_registered_loop_runs_like_verl_runs_it(tiny_models, syn_root):
     d = out.as_dict()  # what verl's worker turns into tensors
     assert d["responses"].shape == d["response_mask"].shape == d["rollout_log_probs"].shape
     assert out.extra_fields["episode"]["status"] == "answer"
+
+
+def compose_verl_config(overrides=()):
+    """Our configs/verl_grpo.yaml composed onto verl's own ppo_trainer config, as main_ppo does."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base=None):
+        return compose(config_name="verl_grpo", overrides=list(overrides))
+
+
+def test_shipped_verl_config_composes_onto_verls_trainer_config():
+    cfg = compose_verl_config()
+    assert cfg.algorithm.adv_estimator == "grpo" and cfg.actor_rollout_ref.rollout.n == 8
+    assert cfg.actor_rollout_ref.rollout.name == "vllm" and cfg.actor_rollout_ref.actor.strategy == "fsdp"
+    assert cfg.actor_rollout_ref.rollout.agent.default_agent_loop == AGENT_NAME
+    assert cfg.trainer.n_gpus_per_node == 8 and "critic" in cfg  # verl's own sections are all there
+
+
+def test_verl_loads_our_loop_from_the_yaml_and_our_reward_function(ray_local, tiny_models, syn_root):
+    """The two lookups verl's trainer does: the agent-loop registry file (with verl's own empty
+    tool list, so our tools start from ``anomalyagent.config``) and the custom reward function."""
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    cfg = compose_verl_config(["anomalyagent.overrides=['tools.knowledge.embedder=hashing','episode.max_turns=10']",
+                               "anomalyagent.config=configs/cpu.yaml"])
+    entry = [e for e in OmegaConf.load(cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path) if e.name == AGENT_NAME][0]
+    tok = AutoTokenizer.from_pretrained(tiny_models["text"])
+    server = ScriptedServerClient(tok)
+    loop = hydra.utils.instantiate(entry, trainer_config=DictConfigWrap(config=cfg), server_manager=server, tokenizer=tok,
+                                   processor=None, hf_model_type=None, dataset_cls=None,
+                                   data_config=DictConfigWrap(cfg.data), tools=ToolListWrap([]))
+    assert set(loop.tools) == {"prompt_gen", "image_gen", "quality_eval", "knowledge", "mask_gen"}
+    task = [t for t in make_tasks(MVTecAD(syn_root), ["syn_pill"]) if t.defect_type == "crack"][0]
+    out = asyncio.run(loop.run({"temperature": 1.0}, extra_info={"task": task.to_dict()}))
+    episode = out.extra_fields["episode"]
+    assert episode["status"] == "answer"
+
+    score_fn = get_custom_reward_fn(cfg)
+    score = score_fn(data_source="anomalyagent", solution_str="", ground_truth=None, extra_info={"episode": episode})
+    assert set(score) == {"score", "task", "reflection", "behaviour"} and score["score"] > 0

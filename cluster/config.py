@@ -156,6 +156,7 @@ _CHOICES = {
     "tools.knowledge.embedder": ("minilm", "hashing"),
     "tools.prompt_gen.backend": ("template", "llm"),
     "reward.normalize": ("sum_first", "per_component"),
+    "learner.estimator": ("grpo", "gae"),
     "learner.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 

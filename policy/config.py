@@ -75,7 +75,12 @@ class LearnerConfig:
     kl_type: str = "low_var_kl"
     loss_agg_mode: str = "token-mean"
     grad_clip: float = 1.0
-    filter_zero_advantage: bool = True  # drop groups whose rewards are all equal (no signal)
+    filter_zero_advantage: bool = True  # drop groups whose rewards are all equal (no signal; GRPO only)
+    estimator: str = "grpo"  # grpo | gae (PPO with a value head on the policy's trunk)
+    gamma: float = 1.0  # GAE discount (policy tokens only; observation tokens are skipped)
+    lam: float = 0.95  # GAE lambda
+    value_coef: float = 0.5  # weight of the value loss
+    value_clip: float = 0.2  # PPO value clipping range
     world_size: int = 1  # learner processes (gloo on CPU, NCCL on GPU)
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0

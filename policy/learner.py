@@ -7,6 +7,12 @@ zero-advantage groups dropped, PPO-clip surrogate (``get_policy_loss_fn('vanilla
 KL to a frozen reference policy (``kl_penalty``), aggregated with ``agg_loss`` over the
 *global* token count, so with data parallelism each rank's loss is its share of the
 single-process loss and averaged gradients equal the world-size-1 step.
+
+``estimator: gae`` is PPO with a critic: a linear value head on the policy's last hidden
+state (a shared trunk; verl's trainer uses a separate critic model), GAE over the policy
+tokens (``compute_gae_advantage_return``, which skips observation tokens) from values
+computed before the update, clipped value loss (``compute_value_loss``). verl whitens GAE
+advantages over the batch; with several learner ranks we whiten per rank's shard.
 """
 from __future__ import annotations
 
@@ -64,11 +70,46 @@ def drop_zero_advantage_groups(batch: DataProto) -> DataProto:
     return batch.select_idxs(keep.numpy()) if not bool(keep.all()) else batch
 
 
-def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_entropy: bool = False):
-    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced), and with
-    ``with_entropy`` also the entropy of the policy's distribution at each response position."""
+def _response_slice(full: torch.Tensor, batch: DataProto) -> torch.Tensor:
+    """(B, T_resp) from per-position values over the whole sequence, aligned so that response
+    position t holds the value at the position that predicts response token t."""
+    resp_w = batch.batch["responses"].shape[1]
+    out = torch.zeros((full.shape[0], resp_w), dtype=full.dtype)
+    for i, p in enumerate(batch.batch["prompt_len"].tolist()):
+        n = min(resp_w, full.shape[1] - (p - 1))
+        out[i, :n] = full[i, p - 1: p - 1 + n]
+    return out
+
+
+class ValueHead(torch.nn.Module):
+    """V(s_t) from the policy's last hidden state: the critic of ``estimator: gae``."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.proj.weight)
+        torch.nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden).squeeze(-1)
+
+
+def gae_advantages(batch: DataProto, values: torch.Tensor, gamma: float, lam: float):
+    """verl's GAE on our batch: (advantages, returns), zero on observation tokens."""
+    mask = batch.batch["response_mask"]
+    adv, ret = core_algos.compute_gae_advantage_return(batch.batch["token_level_rewards"], values * mask, mask,
+                                                       gamma, lam)
+    return adv * mask, ret * mask
+
+
+def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_entropy: bool = False,
+                       value_head: "ValueHead | None" = None):
+    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced); with
+    ``with_entropy`` also the entropy at each response position, with ``value_head`` also
+    the values (same forward pass)."""
     ids, attn = batch.batch["input_ids"], batch.batch["attention_mask"]
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float() / temperature
+    out_model = model(input_ids=ids, attention_mask=attn, output_hidden_states=value_head is not None)
+    logits = out_model.logits[:, :-1].float() / temperature
     logp_vocab = torch.log_softmax(logits, -1)
     logp_all = logp_vocab.gather(-1, ids[:, 1:, None]).squeeze(-1)  # logp of token t+1
     ent_all = -(logp_vocab.exp() * logp_vocab).sum(-1) if with_entropy else None
@@ -80,6 +121,9 @@ def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_e
         out[i, :n] = logp_all[i, p - 1: p - 1 + n]
         if with_entropy:
             ent[i, :n] = ent_all[i, p - 1: p - 1 + n].detach()
+    if value_head is not None:
+        values = _response_slice(value_head(out_model.hidden_states[-1][:, :-1].float()), batch)
+        return out, ent, values
     return (out, ent) if with_entropy else out
 
 
@@ -96,7 +140,9 @@ class PolicyLearner:
         self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
         for p in self.ref.parameters():
             p.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
+        self.value_head = ValueHead(self.model.config.hidden_size) if cfg.estimator == "gae" else None
+        params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
         self.actor_cfg = ActorConfig(strategy="fsdp", rollout_n=group_size, ppo_micro_batch_size_per_gpu=1,
                                      clip_ratio=cfg.clip_ratio, clip_ratio_low=cfg.clip_ratio,
                                      clip_ratio_high=cfg.clip_ratio, loss_agg_mode=cfg.loss_agg_mode)
@@ -110,15 +156,28 @@ class PolicyLearner:
         self.opt.zero_grad(set_to_none=True)
         metrics: Dict[str, float] = {}
         if len(shard) and mask.sum() > 0:
-            logp, entropy = response_log_probs(self.model, shard, with_entropy=True)
+            if self.value_head is not None:
+                logp, entropy, vpreds = response_log_probs(self.model, shard, with_entropy=True,
+                                                           value_head=self.value_head)
+                old_values = vpreds.detach()  # the critic before this update, as at rollout time
+                advantages, returns = gae_advantages(shard, old_values, self.cfg.gamma, self.cfg.lam)
+            else:
+                logp, entropy = response_log_probs(self.model, shard, with_entropy=True)
+                advantages = shard.batch["advantages"]
             with torch.no_grad():
                 ref_logp = response_log_probs(self.ref, shard)
-            local_mean_pg, pg_metrics = self.policy_loss(shard.batch["old_log_probs"], logp, shard.batch["advantages"],
+            local_mean_pg, pg_metrics = self.policy_loss(shard.batch["old_log_probs"], logp, advantages,
                                                          mask, "token-mean", self.actor_cfg)
             pg = local_mean_pg * mask.sum() / global_tokens
             kl_mat = core_algos.kl_penalty(logp, ref_logp, self.cfg.kl_type)
             kl = core_algos.agg_loss(kl_mat, mask, "token-mean", dp_size=1, batch_num_tokens=global_tokens)
             loss = pg + self.cfg.kl_coef * kl
+            if self.value_head is not None:
+                vf_loss, vf_clipfrac = core_algos.compute_value_loss(vpreds, returns, old_values, mask,
+                                                                     self.cfg.value_clip, "token-mean", dp_size=1,
+                                                                     batch_num_tokens=global_tokens)
+                loss = loss + self.cfg.value_coef * vf_loss
+                metrics.update({"value_loss": float(vf_loss.detach()), "value_clipfrac": float(vf_clipfrac)})
             loss.backward()
             metrics.update({"loss": float(loss.detach()), "kl": float(kl.detach()),
                             "entropy": float((entropy * mask).sum() / mask.sum()),
@@ -126,14 +185,17 @@ class PolicyLearner:
         if self.dist:
             import torch.distributed as tdist
 
-            for p in self.model.parameters():
+            for p in self.trainable():
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable(), self.cfg.grad_clip)
         self.opt.step()
         metrics["grad_norm"] = float(grad_norm)
         return metrics
+
+    def trainable(self):
+        return list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

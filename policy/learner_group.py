@@ -38,13 +38,22 @@ class LearnerWorker:
     def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> str:
         from policy.checkpoint import CheckpointManager
 
+        if self.learner.value_head is not None:  # the critic travels in the trainer state
+            state = {**state, "value_head": self.learner.value_head.state_dict()}
         return str(CheckpointManager(root, keep_last).save(step, self.learner.model, self.learner.opt,
                                                            tokenizer=self.learner.tokenizer, state=state))
 
     def load_checkpoint(self, path: str) -> Dict[str, Any]:
         from policy.checkpoint import CheckpointManager
 
-        return CheckpointManager(os.path.dirname(path)).load(path, self.learner.model, self.learner.opt)
+        if self.learner.value_head is not None:  # weights first: the optimizer state refers to them
+            import torch
+
+            blob = torch.load(os.path.join(path, "trainer_state.pt"), weights_only=False)
+            self.learner.value_head.load_state_dict(blob["state"]["value_head"])
+        state = CheckpointManager(os.path.dirname(path)).load(path, self.learner.model, self.learner.opt)
+        state.pop("value_head", None)
+        return state
 
 
 def _free_address() -> str:

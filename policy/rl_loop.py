@@ -117,9 +117,11 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
             t_reward = time.perf_counter() - t0 - t_roll
             records = sorted(report.records, key=lambda r: r["episode_id"])
             rewards = _episode_rewards(records, scores, cfg)
-            batch = add_advantages(batch_from_episodes(records, rewards, pad_id=0))
-            if cfg.learner.filter_zero_advantage:
-                batch = drop_zero_advantage_groups(batch)
+            batch = batch_from_episodes(records, rewards, pad_id=0)
+            if cfg.learner.estimator == "grpo":  # GAE advantages come from the learner's value head
+                batch = add_advantages(batch)
+                if cfg.learner.filter_zero_advantage:
+                    batch = drop_zero_advantage_groups(batch)
             version = step + 1
             metrics = learner.step(batch, version) if len(batch) else {}
             sd = learner.state_dict()
@@ -131,6 +133,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
             row = {"step": version, "reward": float(np.mean([scores[r["episode_id"]]["total"] for r in records])), **comp,
                    "kl": metrics.get("kl", 0.0), "clipfrac": metrics.get("pg_clipfrac", 0.0),
                    "entropy": metrics.get("entropy", 0.0), "kept_episodes": len(batch),
+                   **({"value_loss": metrics.get("value_loss", 0.0)} if cfg.learner.estimator == "gae" else {}),
                    "episode_turns": float(np.mean([r["turns"] for r in records])),
                    "tool_error_rate": errors / max(1, n_actions), "time_generate_tools": t_roll,
                    "time_reward": t_reward, "time_update": t_update,

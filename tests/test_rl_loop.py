@@ -51,3 +51,18 @@ def test_two_steps_then_resume_for_a_third(ray_local, syn_root, tiny_models, tmp
     res = train_rl(small(tmp_path, 3), path, str(syn_root), out, progress=False, engines=contrast_engine(path))
     assert [h["step"] for h in res["history"]] == [1, 2, 3]  # resumed, not restarted
     assert json.loads((out / "history.json").read_text())[-1]["step"] == 3
+
+
+def test_ppo_with_a_value_head_trains_and_resumes_its_critic(ray_local, syn_root, tiny_models, tmp_path):
+    out = tmp_path / "ppo"
+    path = str(tiny_models["text"])
+    cfg = small(tmp_path, 1)
+    cfg.learner.estimator = "gae"
+    res = train_rl(cfg, path, str(syn_root), out, progress=False, engines=contrast_engine(path))
+    assert res["history"][0]["kept_episodes"] == 4 and res["history"][0]["value_loss"] > 0
+    state = torch.load(out / "checkpoints" / "step_1" / "trainer_state.pt", weights_only=False)
+    head = state["state"]["value_head"]
+    assert any(v.abs().sum() > 0 for v in head.values())  # the critic moved from its zero init and was saved
+    cfg.rl.steps = 2
+    res = train_rl(cfg, path, str(syn_root), out, progress=False, engines=contrast_engine(path))
+    assert [h["step"] for h in res["history"]] == [1, 2]

@@ -46,6 +46,7 @@ class RayConfig:
 class DemoConfig:
     """What ``make demo`` runs on top of the sections it shares with the other commands."""
 
+    sft_steps: int = 400  # SFT steps in the demo (``sft.steps`` is for ``anomalyagent sft``/``train``)
     rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
     eval_tasks: int = 24  # fresh target tasks for the well-formed rate before/after SFT
     per_defect: int = 6  # synthesized samples per (target category, defect type)

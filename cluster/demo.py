@@ -65,6 +65,14 @@ def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
             "reward_curve": str(out.parent / "reward_curve.png")}
 
 
+def _with_sft_steps(cfg: AppConfig, steps: int) -> AppConfig:
+    import copy
+
+    cfg = copy.deepcopy(cfg)
+    cfg.sft.steps = min(cfg.sft.steps, steps)
+    return cfg
+
+
 def _stage_well_formed(cfg: AppConfig, root: str, base: str, trained: str) -> dict:
     """Well-formed episode rate of the untrained and the SFT policy on the same fresh target tasks."""
     import copy
@@ -113,7 +121,8 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     runner.run("splits", lambda: _stage_splits(cfg, data["root"], out))
     models = runner.run("models", lambda: _stage_models(cfg))
     runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
-    sft = runner.run("sft", lambda: build_and_train(cfg, data["root"], models["policy"], out / "sft"))
+    sft = runner.run("sft", lambda: build_and_train(_with_sft_steps(cfg, cfg.demo.sft_steps), data["root"],
+                                                    models["policy"], out / "sft"))
     runner.run("well_formed", lambda: _stage_well_formed(cfg, data["root"], models["policy"], sft["checkpoint"]))
     grpo = runner.run("grpo", lambda: _stage_grpo(cfg, data["root"], sft["checkpoint"], out / "grpo"))
     runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], grpo["checkpoint"], out / "trajectories"))

@@ -48,6 +48,7 @@ class DemoConfig:
 
     sft_steps: int = 400  # SFT steps in the demo (``sft.steps`` is for ``anomalyagent sft``/``train``)
     rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
+    rl_tasks_per_step: int = 4  # x rollout.group_size episodes per demo GRPO step (``rl.tasks_per_step``: 8)
     eval_tasks: int = 24  # fresh target tasks for the well-formed rate before/after SFT
     per_defect: int = 6  # synthesized samples per (target category, defect type)
     bench_epochs: Optional[int] = None  # classifier/detector epochs of the quick benchmark (None: the preset's)

@@ -55,6 +55,7 @@ def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
 
     cfg = copy.deepcopy(cfg)
     cfg.rl.steps = cfg.demo.rl_steps
+    cfg.rl.tasks_per_step = min(cfg.rl.tasks_per_step, cfg.demo.rl_tasks_per_step)
     cfg.rl.save_every = cfg.demo.rl_steps
     with cluster_session(cfg):
         res = train_rl(cfg, policy, root, out)

@@ -100,6 +100,7 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
     from cluster.ray_session import cluster_session
     from cluster.runtime import start_runtime
     from rollout.data import open_dataset
+    from rollout.store import TrajectoryStore
 
     root = data or str(dataset_root(cfg))
     cats = categories or list(cfg.data.target_categories)
@@ -109,7 +110,8 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
     todo = [(k, t) for k, t in synthesis_tasks(ds, ds.categories, cfg.synthesize.per_defect, cfg.seed)
             if not sample_paths(out, t.category, t.defect_type, k)[1].exists()]
     total = sum(len(ds.defect_types(c)) for c in ds.categories) * cfg.synthesize.per_defect
-    _forget_unfinished(out / "trajectories", [t.task_id for _, t in todo])
+    if (out / "trajectories").is_dir():  # stored before a crash, sample never written: run it again
+        TrajectoryStore(out / "trajectories").remove([t.task_id for _, t in todo])
     print(f"synthesize: {total - len(todo)} of {total} samples already written, {len(todo)} to go")
     result: Dict[str, Any] = {"out": str(out), "policy": policy, "policy_kind": what, "samples": total,
                               "new": len(todo), "sources": {}}
@@ -131,12 +133,6 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
     result["all_sources"] = summary
     (out / "summary.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def _forget_unfinished(store_dir: Path, episode_ids: Sequence[str]) -> None:
-    """An episode stored before a crash but whose sample was never written runs again."""
-    for eid in episode_ids:
-        (store_dir / "episodes" / f"{eid}.parquet").unlink(missing_ok=True)
 
 
 def _summary(out: Path) -> Dict[str, int]:

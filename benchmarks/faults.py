@@ -24,6 +24,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from actors.image_gen import ProceduralImageGen
 from cluster.config import AppConfig
 
 
@@ -93,29 +94,41 @@ def rollout_faults(cfg: AppConfig, policy: str, root: str, n_tasks: int = 16) ->
     return figures
 
 
+class RaisingTool(ProceduralImageGen):
+    def run_one(self, req):
+        raise RuntimeError("CUDA error: device-side assert triggered (simulated)")
+
+
+class HangingTool(ProceduralImageGen):
+    """Stuck far past any timeout until ``release`` is set (so its worker thread can end)."""
+
+    def __init__(self, release: threading.Event):
+        self.release = release
+
+    def run_one(self, req):
+        self.release.wait(30)
+        return {}
+
+
+class GarbageTool(ProceduralImageGen):
+    """Returns ``payload`` instead of a result."""
+
+    def __init__(self, payload: Any):
+        self.payload = payload
+
+    def run_one(self, req):
+        return self.payload
+
+
 def tool_faults(timeout_s: float = 0.5) -> Dict[str, Any]:
     """Each faulty tool behind ``ToolService``: the call must come back as a typed error in time."""
-    from actors.image_gen import ProceduralImageGen
     from actors.service import ToolService
 
     release = threading.Event()
-
-    class Raises(ProceduralImageGen):
-        def run_one(self, req):
-            raise RuntimeError("simulated device failure")
-
-    class Hangs(ProceduralImageGen):
-        def run_one(self, req):
-            release.wait(30)
-            return {}
-
-    class Garbage(ProceduralImageGen):
-        def run_one(self, req):
-            return {"image": "not an array"}
-
     image = np.zeros((32, 32, 3), np.uint8)
     out: Dict[str, Any] = {"escaped": 0}
-    for name, tool in (("raises", Raises()), ("hangs", Hangs()), ("garbage", Garbage())):
+    for name, tool in (("raises", RaisingTool()), ("hangs", HangingTool(release)),
+                       ("garbage", GarbageTool({"image": "not an array"}))):
         svc = ToolService(tool, timeout_s=timeout_s)
         t0 = time.perf_counter()
         try:

@@ -19,12 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.config import QUICK, MVTecBenchConfig
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+from cluster.stages import write_json_atomic
 
 
 def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfig, lp, inception,
@@ -107,7 +102,7 @@ def run_mvtec_bench(generated: str, data: str, out: Path, categories: Optional[L
     ds = open_dataset(data_format, data, cats)
     out.mkdir(parents=True, exist_ok=True)
     (out / "categories").mkdir(exist_ok=True)
-    _write_json(out / "config.json", {**asdict(cfg), "quick": quick, "generated": str(generated), "data": str(data)})
+    write_json_atomic(out / "config.json", {**asdict(cfg), "quick": quick, "generated": str(generated), "data": str(data)})
     lp = BatchedLPIPS()
     inception, is_label = load_inception(cfg.inception_weights, out / "scratch")
     results = {}
@@ -118,7 +113,7 @@ def run_mvtec_bench(generated: str, data: str, out: Path, categories: Optional[L
             results[cat] = json.loads(path.read_text())
             continue
         results[cat] = bench_category(ds, cat, generated_root, cfg, lp, inception, bar)
-        _write_json(path, results[cat])
+        write_json_atomic(path, results[cat])
     bar.close()
     from benchmarks.data import load_generated
 

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from cluster.config import AppConfig
 
@@ -70,3 +70,16 @@ def tiny_inpaint_dir(cfg: AppConfig) -> Path:
     from actors.tiny import save_tiny_inpaint_pipeline
 
     return build_once(cfg.cache_path / "models" / "tiny-inpaint-v1", lambda tmp: save_tiny_inpaint_pipeline(tmp / "pipe")) / "pipe"
+
+
+def latest_policy(cfg: AppConfig, configured: Optional[str] = None) -> tuple[str, str]:
+    """(path, what it is): the configured policy, else the newest GRPO, else SFT checkpoint."""
+    from policy.checkpoint import CheckpointManager
+
+    if configured:
+        return os.path.expanduser(configured), "configured"
+    for stage in ("grpo", "sft"):
+        latest = CheckpointManager(Path(cfg.out_dir) / stage / "checkpoints").latest()
+        if latest is not None and (latest / "model").is_dir():
+            return str(latest / "model"), f"{stage} checkpoint"
+    return policy_path(cfg), "untrained base policy (no checkpoint under out_dir)"

@@ -126,9 +126,9 @@ def cmd_synthesize(cfg: AppConfig, args) -> int:
 def cmd_serve(cfg: AppConfig, args) -> int:
     import threading
 
+    from cluster.assets import latest_policy
     from cluster.ray_session import cluster_session
     from cluster.serve_app import start_serve
-    from cluster.synthesize_cmd import latest_policy
 
     if args.port is not None:
         cfg.serve.port = args.port

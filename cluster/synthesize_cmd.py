@@ -14,41 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-from PIL import Image
-
 from cluster.config import AppConfig
-
-
-def latest_policy(cfg: AppConfig, configured: Optional[str] = None) -> tuple[str, str]:
-    """(path, what it is): the configured policy, else the newest GRPO, else SFT checkpoint."""
-    from cluster.assets import policy_path
-    from policy.checkpoint import CheckpointManager
-
-    if configured:
-        return os.path.expanduser(configured), "configured"
-    for stage in ("grpo", "sft"):
-        latest = CheckpointManager(Path(cfg.out_dir) / stage / "checkpoints").latest()
-        if latest is not None and (latest / "model").is_dir():
-            return str(latest / "model"), f"{stage} checkpoint"
-    return policy_path(cfg), "untrained base policy (no checkpoint under out_dir)"
 
 
 def sample_paths(out: Path, category: str, defect: str, k: int) -> tuple[Path, Path]:
     folder = out / category / defect
     return folder / "image" / f"{k:03d}.png", folder / "mask" / f"{k:03d}.png"
-
-
-def _atomic_png(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def synthesis_tasks(ds, categories: Sequence[str], per_defect: int, seed: int):
@@ -79,13 +54,16 @@ class SampleWriter:
 
     def __call__(self, record: Dict[str, Any], extra: Dict[str, Any]) -> None:
         from rollout.finalize import finalize
+        from rollout.store import atomic_png
 
         task = record["task"]
         k = self.index_of[task["task_id"]]
         sample = asyncio.run(finalize(record, self.tools, seed=int(task["seed"])))
         image_path, mask_path = sample_paths(self.out, task["category"], task["defect_type"], k)
-        _atomic_png(sample.image, image_path)
-        _atomic_png(sample.mask, mask_path)  # written last: its presence marks the sample done
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_png(sample.image, image_path)
+        atomic_png(sample.mask, mask_path)  # written last: its presence marks the sample done
         meta = {"episode_id": record["episode_id"], "source": sample.source, "image_index": sample.image_index,
                 "status": record["status"], "actions": record["actions"], "normal": task["image_path"],
                 "image": str(image_path.relative_to(self.out)), "mask": str(mask_path.relative_to(self.out))}
@@ -96,7 +74,7 @@ class SampleWriter:
 def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: Optional[List[str]] = None,
                    engines: Optional[List[Any]] = None) -> Dict[str, Any]:
     """``engines`` replaces the generation engines (tests inject scripted ones)."""
-    from cluster.assets import dataset_root
+    from cluster.assets import dataset_root, latest_policy
     from cluster.ray_session import cluster_session
     from cluster.runtime import start_runtime
     from rollout.data import open_dataset

@@ -46,13 +46,10 @@ class LearnerWorker:
     def load_checkpoint(self, path: str) -> Dict[str, Any]:
         from policy.checkpoint import CheckpointManager
 
-        if self.learner.value_head is not None:  # weights first: the optimizer state refers to them
-            import torch
-
-            blob = torch.load(os.path.join(path, "trainer_state.pt"), weights_only=False)
-            self.learner.value_head.load_state_dict(blob["state"]["value_head"])
         state = CheckpointManager(os.path.dirname(path)).load(path, self.learner.model, self.learner.opt)
-        state.pop("value_head", None)
+        head = state.pop("value_head", None)
+        if self.learner.value_head is not None:  # the critic travels in the trainer state
+            self.learner.value_head.load_state_dict(head)
         return state
 
 

@@ -32,7 +32,8 @@ SCHEMA = pa.schema([
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def _atomic_png(array: np.ndarray, path: Path) -> None:
+def atomic_png(array: np.ndarray, path: Path) -> None:
+    """Write a PNG under a temporary name and rename it into place (readers never see half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(array).save(tmp, format="PNG")
     os.replace(tmp, path)
@@ -70,12 +71,12 @@ class TrajectoryStore:
         image_paths = []
         for k, img in enumerate(record["images"]):
             p = folder / f"{k}.png"
-            _atomic_png(img, p)
+            atomic_png(img, p)
             image_paths.append(str(p.relative_to(self.root)))
         mask_paths = {}
         for k, mask in record.get("masks", {}).items():
             p = folder / f"{k}_mask.png"
-            _atomic_png(mask, p)
+            atomic_png(mask, p)
             mask_paths[str(k)] = str(p.relative_to(self.root))
         task = record["task"]
         row = {

@@ -27,6 +27,22 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tok(tiny_models):
+    """The tiny text policy's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_models["text"])
+
+
+@pytest.fixture(scope="module")
+def tools():
+    """The five tools in-process (no Ray), one set per test module: their stats stay local to it."""
+    from tests.scripted import local_tools
+
+    return local_tools()
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the session; logical CPUs sized so fractional actors never starve."""
     import ray

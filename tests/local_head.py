@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -28,9 +28,9 @@ class LocalHead:
     def __init__(self, num_cpus: int = 8):
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
         self.token = secrets.token_hex(16)
-        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.port, self.dashboard_port = free_port(), free_port()
         # every port of its own: the test session's local Ray may hold the default agent ports
-        self.agent_ports = {flag: _free_port() for flag in (
+        self.agent_ports = {flag: free_port() for flag in (
             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
             "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")}
         self.num_cpus = num_cpus

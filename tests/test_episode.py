@@ -3,22 +3,11 @@ import asyncio
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
 
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner
 from rollout.tasks import Task
-from tests.scripted import WELL_FORMED, ScriptedLLM, answer, call, local_tools
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_models):
-    return AutoTokenizer.from_pretrained(tiny_models["text"])
-
-
-@pytest.fixture(scope="module")
-def tools():
-    return local_tools()
+from tests.scripted import WELL_FORMED, ScriptedLLM, answer, call
 
 
 def run(tok, tools, pill, turns, cfg=None, truncate_last=False):

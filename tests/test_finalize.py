@@ -2,24 +2,12 @@
 import asyncio
 
 import numpy as np
-import pytest
-from transformers import AutoTokenizer
 
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner
 from rollout.finalize import chosen_index, finalize
 from rollout.tasks import Task
-from tests.scripted import WELL_FORMED, ScriptedLLM, call, local_tools
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_models):
-    return AutoTokenizer.from_pretrained(tiny_models["text"])
-
-
-@pytest.fixture(scope="module")
-def tools():
-    return local_tools()
+from tests.scripted import WELL_FORMED, ScriptedLLM, call
 
 
 def record_of(tok, tools, pill, turns):

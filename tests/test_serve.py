@@ -2,7 +2,6 @@
 import asyncio
 import base64
 import io
-import socket
 import time
 
 import httpx
@@ -11,15 +10,10 @@ import pytest
 from PIL import Image
 
 from benchmarks.bad_requests import b64, corpus, encode
+from tests.local_head import free_port
 from tests.test_rollout import small_cfg
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

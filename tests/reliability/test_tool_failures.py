@@ -5,10 +5,9 @@ import threading
 import time
 
 import pytest
-from transformers import AutoTokenizer
 
-from actors.image_gen import ProceduralImageGen
 from actors.service import ToolService
+from benchmarks.faults import GarbageTool, HangingTool, RaisingTool
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner
 from rollout.tasks import Task
@@ -18,39 +17,15 @@ pytestmark = pytest.mark.reliability
 RELEASE = threading.Event()
 
 
-class Raises(ProceduralImageGen):
-    def run_one(self, req):
-        raise RuntimeError("CUDA error: device-side assert triggered")
-
-
-class Hangs(ProceduralImageGen):
-    def run_one(self, req):
-        RELEASE.wait(30)  # stuck far past the timeout; released when the test ends
-        return super().run_one(req)
-
-
-class Garbage(ProceduralImageGen):
-    def __init__(self, payload):
-        self.payload = payload
-
-    def run_one(self, req):
-        return self.payload
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_models):
-    return AutoTokenizer.from_pretrained(tiny_models["text"])
-
-
 @pytest.fixture(autouse=True, scope="module")
 def release_hung_threads():
     yield
     RELEASE.set()
 
 
-CASES = [(Raises(), "tool_failure", "CUDA error"), (Hangs(), "timeout", "no answer within"),
-         (Garbage("a string"), "bad_output", "str"), (Garbage({"image": [1, 2]}), "bad_output", "image"),
-         (Garbage({"region": [0, 0, 1, 1]}), "bad_output", "lacks 'image'")]
+CASES = [(RaisingTool(), "tool_failure", "CUDA error"), (HangingTool(RELEASE), "timeout", "no answer within"),
+         (GarbageTool("a string"), "bad_output", "str"), (GarbageTool({"image": [1, 2]}), "bad_output", "image"),
+         (GarbageTool({"region": [0, 0, 1, 1]}), "bad_output", "lacks 'image'")]
 
 
 @pytest.mark.parametrize("tool,code,words", CASES, ids=["raises", "hangs", "string", "list-image", "missing-key"])

@@ -53,16 +53,21 @@ class CheckpointManager:
         return self.root / f"step_{done[-1]}" if done else None
 
     def save(self, step: int, model, optimizer=None, scheduler=None, tokenizer=None,
-             state: Optional[Dict[str, Any]] = None) -> Path:
+             state: Optional[Dict[str, Any]] = None, model_state: Optional[Dict[str, torch.Tensor]] = None,
+             optimizer_state: Optional[Dict[str, Any]] = None) -> Path:
+        """``model_state``/``optimizer_state``: full states gathered beforehand (sharded
+        learners), written instead of ``model``'s and ``optimizer``'s own."""
         final = self.root / f"step_{step}"
         tmp = self.root / f".tmp-step_{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        model.save_pretrained(tmp / "model")
+        model.save_pretrained(tmp / "model", state_dict=model_state)
         fault_point("checkpoint_write", step)  # reliability suite: a crash with the folder half written
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
-        torch.save({"step": step, "optimizer": optimizer.state_dict() if optimizer else None,
+        if optimizer_state is None and optimizer is not None:
+            optimizer_state = optimizer.state_dict()
+        torch.save({"step": step, "optimizer": optimizer_state,
                     "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng_state(),
                     "state": state or {}}, tmp / "trainer_state.pt")
         (tmp / MARKER).write_text(str(step))
@@ -77,14 +82,19 @@ class CheckpointManager:
                 shutil.rmtree(self.root / f"step_{old}", ignore_errors=True)
         return final
 
-    def load(self, path: Path, model, optimizer=None, scheduler=None, restore_rng: bool = True) -> Dict[str, Any]:
+    @staticmethod
+    def read(path: Path):
+        """(full model state dict, trainer blob) of a complete checkpoint, applied to nothing."""
         from transformers import AutoModelForCausalLM
 
         if not (Path(path) / MARKER).exists():
             raise FileNotFoundError(f"{path} is not a complete checkpoint")
         loaded = AutoModelForCausalLM.from_pretrained(Path(path) / "model")
-        model.load_state_dict(loaded.state_dict())
-        blob = torch.load(Path(path) / "trainer_state.pt", weights_only=False)
+        return loaded.state_dict(), torch.load(Path(path) / "trainer_state.pt", weights_only=False)
+
+    def load(self, path: Path, model, optimizer=None, scheduler=None, restore_rng: bool = True) -> Dict[str, Any]:
+        model_state, blob = self.read(path)
+        model.load_state_dict(model_state)
         if optimizer is not None and blob["optimizer"] is not None:
             optimizer.load_state_dict(blob["optimizer"])
         if scheduler is not None and blob["scheduler"] is not None:

@@ -82,6 +82,8 @@ class LearnerConfig:
     value_coef: float = 0.5  # weight of the value loss
     value_clip: float = 0.2  # PPO value clipping range
     world_size: int = 1  # learner processes (gloo on CPU, NCCL on GPU)
+    sharding: str = "replicated"  # replicated | fsdp (torch FSDP2 over the ranks: parameters, gradients, AdamW state sharded; one rank = one full copy)
+    param_dtype: str = "bfloat16"  # FSDP compute dtype on GPUs (gradients reduced in float32); CPU stays float32
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float = 0.0
     placement_strategy: str = "PACK"  # placement group of the learner ranks: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD

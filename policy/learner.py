@@ -13,6 +13,11 @@ state (a shared trunk; verl's trainer uses a separate critic model), GAE over th
 tokens (``compute_gae_advantage_return``, which skips observation tokens) from values
 computed before the update, clipped value loss (``compute_value_loss``). verl whitens GAE
 advantages over the batch; with several learner ranks we whiten per rank's shard.
+
+With several ranks the modules are replicated or FSDP-sharded (``learner.sharding``,
+policy/sharding.py); every rank runs the same forward/backward sequence — a rank whose
+shard is empty runs it on a one-token placeholder with zero loss, because FSDP's gathers
+are collectives.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from verl.trainer.ppo import core_algos
 from verl.workers.config import ActorConfig
 
 from policy.config import LearnerConfig
+from policy.sharding import SHARDINGS, device_mesh, fully_shard_model, gather_model_state, sum_gradients, total_norm
 
 
 def batch_from_episodes(episodes: Sequence[Dict[str, Any]], rewards: Sequence[float], pad_id: int) -> DataProto:
@@ -74,7 +80,7 @@ def _response_slice(full: torch.Tensor, batch: DataProto) -> torch.Tensor:
     """(B, T_resp) from per-position values over the whole sequence, aligned so that response
     position t holds the value at the position that predicts response token t."""
     resp_w = batch.batch["responses"].shape[1]
-    out = torch.zeros((full.shape[0], resp_w), dtype=full.dtype)
+    out = full.new_zeros((full.shape[0], resp_w))
     for i, p in enumerate(batch.batch["prompt_len"].tolist()):
         n = min(resp_w, full.shape[1] - (p - 1))
         out[i, :n] = full[i, p - 1: p - 1 + n]
@@ -114,8 +120,8 @@ def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_e
     logp_all = logp_vocab.gather(-1, ids[:, 1:, None]).squeeze(-1)  # logp of token t+1
     ent_all = -(logp_vocab.exp() * logp_vocab).sum(-1) if with_entropy else None
     resp_w = batch.batch["responses"].shape[1]
-    out = torch.zeros((ids.shape[0], resp_w), dtype=logp_all.dtype)
-    ent = torch.zeros((ids.shape[0], resp_w), dtype=logp_all.dtype) if with_entropy else None
+    out = logp_all.new_zeros((ids.shape[0], resp_w))
+    ent = logp_all.new_zeros((ids.shape[0], resp_w)) if with_entropy else None
     for i, p in enumerate(batch.batch["prompt_len"].tolist()):
         n = min(resp_w, logp_all.shape[1] - (p - 1))
         out[i, :n] = logp_all[i, p - 1: p - 1 + n]
@@ -127,22 +133,47 @@ def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_e
     return (out, ent) if with_entropy else out
 
 
+def placeholder_batch(pad_id: int) -> DataProto:
+    """One pad token of prompt and of response, nothing to learn from: what an FSDP rank
+    with an empty shard runs so its collectives line up with the other ranks'."""
+    one = torch.full((1, 1), pad_id, dtype=torch.long)
+    zero = torch.zeros((1, 1), dtype=torch.float32)
+    return DataProto.from_dict(
+        tensors={"input_ids": torch.full((1, 2), pad_id, dtype=torch.long), "attention_mask": torch.ones((1, 2), dtype=torch.long),
+                 "prompt_len": torch.ones(1, dtype=torch.long), "responses": one, "response_mask": zero,
+                 "old_log_probs": zero, "token_level_rewards": zero, "advantages": zero},
+        non_tensors={"uid": np.array(["placeholder"], dtype=object), "episode_id": np.array(["placeholder"], dtype=object)})
+
+
 class PolicyLearner:
-    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int = 4, dist: bool = False):
+    """One rank's learner. ``world_size > 1`` needs torch.distributed initialized first."""
+
+    def __init__(self, model_path: str, cfg: LearnerConfig, group_size: int = 4, world_size: int = 1):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if cfg.loss_agg_mode != "token-mean":
             raise ValueError("the learner's data-parallel step is exact for loss_agg_mode=token-mean only")
-        self.cfg, self.dist = cfg, dist
+        if cfg.sharding not in SHARDINGS:
+            raise ValueError(f"learner.sharding must be one of {SHARDINGS}, got {cfg.sharding!r}")
+        self.cfg, self.dist = cfg, world_size > 1
+        self.sharded = self.dist and cfg.sharding == "fsdp"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)  # saved with checkpoints: they load alone
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
         self.model.train()
-        self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device).eval()
         for p in self.ref.parameters():
             p.requires_grad_(False)
-        self.value_head = ValueHead(self.model.config.hidden_size) if cfg.estimator == "gae" else None
-        params = list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
+        self.value_head = ValueHead(self.model.config.hidden_size).to(self.device) if cfg.estimator == "gae" else None
+        if self.sharded:
+            mesh = device_mesh(world_size)
+            compute = getattr(torch, cfg.param_dtype) if self.device.type == "cuda" else None
+            for module in (self.model, self.ref) + ((self.value_head,) if self.value_head else ()):
+                fully_shard_model(module, mesh, compute)
+        # the optimizer's parameters by name: the key of a sharded optimizer state
+        self.trained = torch.nn.ModuleDict({"policy": self.model, **({"critic": self.value_head} if self.value_head else {})})
+        self.opt = torch.optim.AdamW(self.trained.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0)
         self.actor_cfg = ActorConfig(strategy="fsdp", rollout_n=group_size, ppo_micro_batch_size_per_gpu=1,
                                      clip_ratio=cfg.clip_ratio, clip_ratio_low=cfg.clip_ratio,
                                      clip_ratio_high=cfg.clip_ratio, loss_agg_mode=cfg.loss_agg_mode)
@@ -152,10 +183,14 @@ class PolicyLearner:
         """One optimizer step on this rank's shard. ``global_tokens`` counts policy tokens over
         every rank: each rank's loss is its token sum over that count, and gradients are
         summed across ranks, which is exactly the single-process token mean."""
-        mask = shard.batch["response_mask"]
+        has_tokens = bool(len(shard)) and bool(shard.batch["response_mask"].sum() > 0)
         self.opt.zero_grad(set_to_none=True)
         metrics: Dict[str, float] = {}
-        if len(shard) and mask.sum() > 0:
+        if not has_tokens and self.sharded:
+            self._placeholder_pass()
+        if has_tokens:
+            shard = shard.to(self.device)
+            mask = shard.batch["response_mask"]
             if self.value_head is not None:
                 logp, entropy, vpreds = response_log_probs(self.model, shard, with_entropy=True,
                                                            value_head=self.value_head)
@@ -182,20 +217,33 @@ class PolicyLearner:
             metrics.update({"loss": float(loss.detach()), "kl": float(kl.detach()),
                             "entropy": float((entropy * mask).sum() / mask.sum()),
                             **{k.split("/")[-1]: float(v) for k, v in pg_metrics.items()}})
-        if self.dist:
-            import torch.distributed as tdist
-
-            for p in self.trainable():
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+        if self.dist and not self.sharded:
+            sum_gradients(self.trainable())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable(), self.cfg.grad_clip)
         self.opt.step()
-        metrics["grad_norm"] = float(grad_norm)
+        metrics["grad_norm"] = total_norm(grad_norm)
         return metrics
 
+    def _placeholder_pass(self) -> None:
+        """The forward/backward sequence of a real step, on a placeholder, with zero loss."""
+        batch = placeholder_batch(self.pad_id).to(self.device)
+        if self.value_head is not None:
+            logp, _, values = response_log_probs(self.model, batch, value_head=self.value_head)
+            loss = (logp.sum() + values.sum()) * 0.0
+        else:
+            loss = response_log_probs(self.model, batch).sum() * 0.0
+        with torch.no_grad():
+            response_log_probs(self.ref, batch)
+        loss.backward()
+
     def trainable(self):
-        return list(self.model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
+        return list(self.trained.parameters())
+
+    def parameter_counts(self) -> Dict[str, int]:
+        """Trained parameters held on this rank vs in the model (sharded: about 1/world)."""
+        local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in self.trainable())
+        return {"local": local, "full": sum(p.numel() for p in self.trainable())}
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        """Full policy weights on CPU (sharded: a collective; rank 0 gets them, others ``{}``)."""
+        return gather_model_state(self.model, self.sharded)

@@ -1,9 +1,9 @@
 """The learner as a Ray worker group with torch.distributed (gloo on CPU; NCCL on GPU), so
-the same code spans nodes. Rank 0 binds the rendezvous port; every rank holds a full
-replica (FSDP sharding on GPU clusters is verl's trainer's job, see configs/verl_grpo.yaml)."""
+the same code spans nodes. Rank 0 binds the rendezvous port. Ranks hold full replicas or
+FSDP shards (``learner.sharding``); gathering weights or a checkpoint is then a collective,
+so the group calls every rank and rank 0 writes."""
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -23,8 +23,8 @@ class LearnerWorker:
         if world_size > 1:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             tdist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world_size)
-        self.rank = rank
-        self.learner = PolicyLearner(model_path, cfg, group_size, dist=world_size > 1)
+        self.rank, self.world_size = rank, world_size
+        self.learner = PolicyLearner(model_path, cfg, group_size, world_size=world_size)
 
     def step(self, shard: DataProto, global_tokens: int, version: int = 0) -> Dict[str, float]:
         from policy.faults import fault_point
@@ -32,25 +32,50 @@ class LearnerWorker:
         fault_point("learner_step", version)  # reliability suite: a crash mid-update
         return self.learner.step(shard, global_tokens)
 
-    def state_dict(self):
+    def parameter_counts(self) -> Dict[str, int]:
+        return self.learner.parameter_counts()
+
+    def state_dict(self, every_rank: bool = False):
+        """Rank 0's full weights; other ranks ``{}`` unless ``every_rank`` (replicated: a check)."""
+        if self.rank != 0 and not every_rank and not self.learner.sharded:
+            return {}
         return self.learner.state_dict()
 
-    def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> str:
+    def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> Optional[str]:
+        """Every rank gathers (a collective when sharded); rank 0 writes."""
         from policy.checkpoint import CheckpointManager
+        from policy.sharding import gather_model_state, gather_optimizer_state
 
-        if self.learner.value_head is not None:  # the critic travels in the trainer state
-            state = {**state, "value_head": self.learner.value_head.state_dict()}
-        return str(CheckpointManager(root, keep_last).save(step, self.learner.model, self.learner.opt,
-                                                           tokenizer=self.learner.tokenizer, state=state))
+        lr, sharded = self.learner, self.learner.sharded
+        model_state = gather_model_state(lr.model, sharded)
+        optimizer_state = gather_optimizer_state(lr.trained, lr.opt, sharded)
+        state = {**state, "sharding": lr.cfg.sharding if sharded else "replicated"}
+        if lr.value_head is not None:  # the critic travels in the trainer state
+            state["value_head"] = gather_model_state(lr.value_head, sharded)
+        if self.rank != 0:
+            return None
+        return str(CheckpointManager(root, keep_last).save(step, lr.model, tokenizer=lr.tokenizer, state=state,
+                                                           model_state=model_state, optimizer_state=optimizer_state))
 
     def load_checkpoint(self, path: str) -> Dict[str, Any]:
-        from policy.checkpoint import CheckpointManager
+        """Every rank reads the full checkpoint and keeps its part."""
+        from policy.checkpoint import CheckpointManager, set_rng_state
+        from policy.sharding import load_model_state, load_optimizer_state
 
-        state = CheckpointManager(os.path.dirname(path)).load(path, self.learner.model, self.learner.opt)
+        lr, sharded = self.learner, self.learner.sharded
+        model_state, blob = CheckpointManager.read(path)
+        state = dict(blob["state"])
+        saved_as, wanted = state.pop("sharding", "replicated"), "fsdp" if sharded else "replicated"
+        if saved_as != wanted:
+            raise ValueError(f"{path} holds a {saved_as} learner's optimizer state; this run has learner.sharding="
+                             f"{lr.cfg.sharding} with world_size={self.world_size}: resume with the same layout")
+        load_model_state(lr.model, model_state, sharded)
+        load_optimizer_state(lr.trained, lr.opt, blob["optimizer"], sharded)
         head = state.pop("value_head", None)
-        if self.learner.value_head is not None:  # the critic travels in the trainer state
-            self.learner.value_head.load_state_dict(head)
-        return state
+        if lr.value_head is not None:
+            load_model_state(lr.value_head, head, sharded)
+        set_rng_state(blob["rng"])
+        return {"step": blob["step"], **state}
 
 
 def _free_address() -> str:
@@ -100,16 +125,21 @@ class LearnerGroup:
         return metrics[0]
 
     def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> str:
-        return ray.get(self.workers[0].save_checkpoint.remote(root, step, keep_last, state))
+        return ray.get([w.save_checkpoint.remote(root, step, keep_last, state) for w in self.workers])[0]
 
     def load_checkpoint(self, path: str) -> Dict[str, Any]:
         return ray.get([w.load_checkpoint.remote(path) for w in self.workers])[0]
 
     def state_dict(self) -> Dict[str, Any]:
-        return ray.get(self.workers[0].state_dict.remote())
+        """Full weights from rank 0 (every rank is called: gathering shards is a collective)."""
+        return ray.get([w.state_dict.remote() for w in self.workers])[0]
 
     def state_dicts(self) -> List[Dict[str, Any]]:
-        return ray.get([w.state_dict.remote() for w in self.workers])
+        """Each rank's own full copy (replicated learners; sharded ones gather to rank 0)."""
+        return ray.get([w.state_dict.remote(every_rank=True) for w in self.workers])
+
+    def parameter_counts(self) -> List[Dict[str, int]]:
+        return ray.get([w.parameter_counts.remote() for w in self.workers])
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group

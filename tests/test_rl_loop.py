@@ -31,10 +31,17 @@ def contrast_engine(path):
     return [ray.remote(GroupContrastEngine).options(num_cpus=0.1, max_concurrency=100).remote(path, WELL_FORMED)]
 
 
+def fsdp(cfg):
+    cfg.learner.world_size, cfg.learner.sharding = 2, "fsdp"
+    return cfg
+
+
 def test_two_steps_then_resume_for_a_third(ray_local, syn_root, tiny_models, tmp_path):
+    """With the learner FSDP-sharded over two gloo ranks: weights reach the engines and the
+    checkpoint gathered from the shards resumes."""
     out = tmp_path / "grpo"
     path = str(tiny_models["text"])
-    res = train_rl(small(tmp_path, 2), path, str(syn_root), out, progress=False, engines=contrast_engine(path))
+    res = train_rl(fsdp(small(tmp_path, 2)), path, str(syn_root), out, progress=False, engines=contrast_engine(path))
     assert [h["step"] for h in res["history"]] == [1, 2]
     for h in res["history"]:
         assert h["kept_episodes"] == 4  # every group has one good and one bad episode
@@ -48,7 +55,7 @@ def test_two_steps_then_resume_for_a_third(ray_local, syn_root, tiny_models, tmp
     assert any(not torch.equal(trained[k], base[k]) for k in base)
     stored = len(list((out / "trajectories" / "episodes").glob("*.parquet")))
     assert stored == 2 * 2 * 2  # steps x tasks x G, each once
-    res = train_rl(small(tmp_path, 3), path, str(syn_root), out, progress=False, engines=contrast_engine(path))
+    res = train_rl(fsdp(small(tmp_path, 3)), path, str(syn_root), out, progress=False, engines=contrast_engine(path))
     assert [h["step"] for h in res["history"]] == [1, 2, 3]  # resumed, not restarted
     assert json.loads((out / "history.json").read_text())[-1]["step"] == 3
 

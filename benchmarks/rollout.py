@@ -36,7 +36,7 @@ def _sequential(cfg: AppConfig, policy: str, specs) -> float:
     from rollout.episode import EpisodeRunner
     from rollout.format import TOOL_NAMES
 
-    engine = HFEngine(policy, seed=cfg.seed)
+    engine = HFEngine(policy, seed=cfg.seed)  # the whole context every turn, as a plain generate() call
     tok = AutoTokenizer.from_pretrained(policy)
     tools = {n: ToolService(build_tool(n, cfg.tools)) for n in TOOL_NAMES}
     llm = _InProcessLLM(engine)
@@ -89,7 +89,8 @@ def run_rollout_bench(cfg: AppConfig, n_tasks: int = 16, group_size: int = 2) ->
     busy = {k: (after[k] - before[k]) / report.wall_s for k in after}
     print(f"(b) rollout manager      : {len(specs) / report.wall_s:6.2f} episodes/s ({report.wall_s:.1f}s, "
           f"{cfg.rollout.num_workers} workers x {cfg.rollout.episodes_per_worker} episodes, engine mean batch "
-          f"{engine_stats['mean_batch']:.1f}); warm-up {warm.wall_s:.1f}s not counted")
+          f"{engine_stats['mean_batch']:.1f}, prefix reuse {engine_stats['prefix_reused_fraction']:.0%} of prompt "
+          f"tokens); warm-up {warm.wall_s:.1f}s not counted")
     print("busy fraction: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])))
     speedup = seq_s / report.wall_s
     bottleneck = max(busy.values())

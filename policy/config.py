@@ -31,6 +31,9 @@ class EngineConfig:
     max_batch_size: int = 32
     batch_wait_ms: float = 10.0
     max_restarts: int = 2
+    # earlier turns' keys/values kept for reuse (policy/prefix_cache.py); 0 = off. Memory per
+    # token: layers x 2 x kv_heads x head_dim x dtype bytes (tiny: 1.1 KB; a 7B Qwen2.5 in bf16: 57 KB)
+    prefix_cache_tokens: int = 65536
 
 
 @dataclass

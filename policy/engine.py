@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from actors.batching import DynamicBatcher
+from policy.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -36,7 +37,12 @@ def _group_key(p: Dict[str, Any]) -> Tuple:
 
 
 class HFEngine:
-    def __init__(self, model_path: str, dtype: str = "float32", device: Optional[str] = None, seed: int = 0):
+    """``prefix_cache_tokens > 0`` keeps earlier turns' keys and values (policy/prefix_cache.py),
+    so a turn prefills only its new tokens; 0 re-runs the whole context every turn, as a
+    plain ``generate`` call does."""
+
+    def __init__(self, model_path: str, dtype: str = "float32", device: Optional[str] = None, seed: int = 0,
+                 prefix_cache_tokens: int = 0):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,25 +52,61 @@ class HFEngine:
         self.eos_id = self.model.config.eos_token_id
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.weights_version = 0
+        self.prefix = PrefixCache(prefix_cache_tokens)
+
+    def _batch_inputs(self, prompts: Sequence[List[int]]):
+        """Per row: the cached prefix (left-padded to the longest) then the rest of the prompt
+        (left-padded to the longest rest). The attention mask has holes where the padding is;
+        positions count only real tokens, so each row sees exactly its own sequence."""
+        hits = [self.prefix.lookup(p) for p in prompts]
+        cached = [c for c, _ in hits]
+        n, width_c = len(prompts), max(cached)
+        width_s = max(len(p) - c for p, c in zip(prompts, cached))
+        ids = torch.full((n, width_s), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((n, width_c + width_s), dtype=torch.long)
+        for i, (p, c) in enumerate(zip(prompts, cached)):
+            rest = p[c:]
+            ids[i, width_s - len(rest):] = torch.tensor(rest)
+            attn[i, width_c - c: width_c] = 1
+            attn[i, width_c + width_s - len(rest):] = 1
+        past = None
+        if width_c:
+            from transformers import DynamicCache
+
+            layers = []
+            for layer, (k0, v0) in enumerate(next(kv for _, kv in hits if kv is not None)):
+                k = k0.new_zeros((n, k0.shape[0], width_c, k0.shape[2]))
+                v = v0.new_zeros((n, v0.shape[0], width_c, v0.shape[2]))
+                for i, (c, kv) in enumerate(hits):
+                    if c:
+                        k[i, :, width_c - c:], v[i, :, width_c - c:] = kv[layer]
+                layers.append((k, v))
+            past = DynamicCache(ddp_cache_data=layers)
+        return ids, attn, past, width_c + width_s
+
+    def _store_prefixes(self, prompts, out_tokens, context_w: int, attn: torch.Tensor, past) -> None:
+        """Keep each row's keys/values: its prompt and every reply token that was fed back."""
+        for i, p in enumerate(prompts):
+            fed = max(len(out_tokens[i]) - 1, 0)  # the last sampled token was never run
+            real = torch.nonzero(attn[i, :context_w]).flatten()
+            cols = torch.cat([real, torch.arange(context_w, context_w + fed, device=real.device)])
+            kv = [(layer.keys[i][:, cols].clone(), layer.values[i][:, cols].clone()) for layer in past.layers]
+            self.prefix.store(list(p) + out_tokens[i][:fed], kv)
 
     @torch.no_grad()
     def _sample(self, prompts: Sequence[List[int]], temperature: float, top_p: float, max_new: Sequence[int],
                 stop_ids: Sequence[int]) -> List[GenResult]:
-        """Left-padded batch, KV-cached sampling loop; stops per row at a stop id or its own budget."""
-        n, width = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p)
-            attn[i, width - len(p):] = 1
+        """KV-cached sampling loop over a padded batch; stops per row at a stop id or its own budget."""
+        n = len(prompts)
+        ids, attn, past, context_w = self._batch_inputs(prompts)
         ids, attn = ids.to(self.device), attn.to(self.device)
-        position = (attn.cumsum(-1) - 1).clamp(min=0)
+        step_pos = ((attn.cumsum(-1) - 1).clamp(min=0))[:, attn.shape[1] - ids.shape[1]:]
         stops = torch.tensor(sorted(set(stop_ids) | {self.eos_id}), device=self.device)
         limits = torch.tensor(list(max_new), device=self.device)
         out_tokens: List[List[int]] = [[] for _ in range(n)]
         out_lp: List[List[float]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
-        past, step_ids, step_pos = None, ids, position
+        step_ids = ids
         for step in range(int(limits.max())):
             out = self.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=past,
                              use_cache=True)
@@ -94,6 +136,8 @@ class HFEngine:
             step_ids = tok[:, None]
             attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
             step_pos = step_pos[:, -1:] + 1
+        if self.prefix.enabled and past is not None:
+            self._store_prefixes(prompts, out_tokens, context_w, attn, past)
         stop_set = set(stops.tolist())
         return [GenResult(t, lp, "completed" if t and t[-1] in stop_set else "length") for t, lp in zip(out_tokens, out_lp)]
 
@@ -112,6 +156,7 @@ class HFEngine:
 
     def load_state_dict(self, state_dict: Dict[str, torch.Tensor], version: Optional[int] = None) -> int:
         self.model.load_state_dict(state_dict)
+        self.prefix.clear()  # keys and values of the old weights
         self.weights_version = self.weights_version + 1 if version is None else version
         return self.weights_version
 
@@ -125,9 +170,10 @@ class HFEngine:
 class EngineActor:
     """Ray actor around ``HFEngine`` speaking verl's LLM-server ``generate`` interface."""
 
-    def __init__(self, model_path: str, max_batch_size: int = 32, batch_wait_ms: float = 10.0, seed: int = 0):
+    def __init__(self, model_path: str, max_batch_size: int = 32, batch_wait_ms: float = 10.0, seed: int = 0,
+                 prefix_cache_tokens: int = 0):
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-        self.engine = HFEngine(model_path, seed=seed)
+        self.engine = HFEngine(model_path, seed=seed, prefix_cache_tokens=prefix_cache_tokens)
         self.batcher = DynamicBatcher(self.engine.generate_batch, max_batch_size, batch_wait_ms)
 
     async def generate(self, request_id: str = "", *, prompt_ids: List[int], sampling_params: Dict[str, Any],
@@ -148,7 +194,8 @@ class EngineActor:
     async def stats(self) -> dict:
         b = self.batcher
         return {"batches": b.batches, "items": b.items, "busy_s": b.busy_s,
-                "mean_batch": b.items / b.batches if b.batches else 0.0, "weights_version": self.engine.weights_version}
+                "mean_batch": b.items / b.batches if b.batches else 0.0, "weights_version": self.engine.weights_version,
+                **self.engine.prefix.stats()}
 
     def check_health(self) -> bool:
         return True

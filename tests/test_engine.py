@@ -75,3 +75,30 @@ def test_sampler_draws_from_the_softmax_distribution(engine):
     top = probs.topk(5).indices
     assert torch.allclose(counts[top], probs[top], atol=4 * (probs[top] / n).sqrt().max() + 0.01)
     assert counts.sum() == pytest.approx(1.0)
+
+
+def test_prefix_cache_reuses_earlier_turns_without_changing_the_output(tiny_models):
+    """Three turns of three episodes (two share their first prompt, as G siblings do), one
+    batch per turn: with and without the prefix cache the same tokens and log-probs."""
+    path = str(tiny_models["text"])
+    plain, cached = HFEngine(path, seed=3), HFEngine(path, seed=3, prefix_cache_tokens=100_000)
+    first = [prompt(plain, "syn_pill crack"), prompt(plain, "syn_pill crack"), prompt(plain, "syn_marble hole, longer")]
+    observation = plain.tokenizer("<observation>score 0.4</observation>", add_special_tokens=False)["input_ids"]
+    params = {"temperature": 1.0, "max_tokens": 12}
+    contexts = {"plain": [list(p) for p in first], "cached": [list(p) for p in first]}
+    for turn in range(3):
+        outs = {}
+        for name, eng in (("plain", plain), ("cached", cached)):
+            outs[name] = eng.generate_batch([GenRequest(c, params) for c in contexts[name]])
+            contexts[name] = [c + o.token_ids + observation for c, o in zip(contexts[name], outs[name])]
+        for a, b in zip(outs["plain"], outs["cached"]):
+            assert a.token_ids == b.token_ids, turn
+            assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4), turn
+    stats = cached.prefix.stats()
+    assert stats["prefix_hits"] == 6  # turns 2 and 3 of each episode (turn 1 came in one batch)
+    assert stats["prefix_reused_fraction"] > 0.5
+    assert plain.prefix.stats()["prefix_hits"] == 0
+    assert len(cached.prefix) == 3  # one entry per episode: earlier turns were superseded
+    assert cached.prefix.lookup(first[0])[0] == len(first[0]) - 1  # a late sibling shares the prompt
+    cached.load_state_dict(cached.model.state_dict())
+    assert len(cached.prefix) == 0  # new weights: the old keys and values are gone

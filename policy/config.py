@@ -52,6 +52,7 @@ class SFTConfig:
     """Stage 1. ``steps`` optimizer steps over the trajectory set, ``batch_size`` trajectories each."""
 
     variants_per_anomaly: int = 8  # trajectories built per real anomaly image (different N)
+    relabel_fraction: float = 0.0  # share of trajectories whose text speaks of another, non-target KB entry
     steps: int = 1000  # ~16 min on the 2-core box; the demo runs demo.sft_steps
     batch_size: int = 8
     lr: float = 3.0e-3

@@ -13,6 +13,13 @@ takes a good image of the category; for our synthetic data it recreates the exac
 the anomaly was drawn on, standing in for the paper's edited-back normal. IG calls leave the
 region to the tool (it places the defect on the object), which keeps the tiny policy's
 tool calls short.
+
+Also ours: *text relabelling* (``sft.relabel_fraction``). A tiny policy trained on the few
+words of two source categories memorizes them (it wrote "washer ring" in marble episodes and
+then lost the format). A relabelled trajectory keeps the source image, mask and the real
+tool calls on them, but the task, PG prompt, KR text and QE review speak of another
+knowledge-base entry — never a target category — so the policy sees many categories'
+words around the same tool-use structure. A text policy never sees the pixels.
 """
 from __future__ import annotations
 
@@ -88,16 +95,28 @@ class Trajectory:
 class TrajectoryBuilder:
     """Runs the real tool cores in-process (no Ray needed to build data)."""
 
-    def __init__(self, tools, normals: NormalSource, seed: int = 0):
+    def __init__(self, tools, normals: NormalSource, seed: int = 0, relabel_fraction: float = 0.0,
+                 exclude_categories: Sequence[str] = ()):
+        if not 0.0 <= relabel_fraction <= 1.0:
+            raise ValueError(f"sft.relabel_fraction must be in [0, 1], got {relabel_fraction}")
         self.tools, self.normals, self.kb, self.seed = tools, normals, load_knowledge_base(), seed
+        self.relabel_fraction = relabel_fraction
+        self.relabel_pool = [(e.category, e.defect) for e in self.kb.entries if e.category not in set(exclude_categories)]
+
+    def _labels(self, sample: Sample, rng: np.random.Generator):
+        """(category, defect) the trajectory's text speaks of: the sample's, or a relabel."""
+        if self.relabel_fraction > 0 and self.relabel_pool and rng.random() < self.relabel_fraction:
+            return self.relabel_pool[int(rng.integers(len(self.relabel_pool)))]
+        return sample.category, sample.defect
 
     def _call(self, name: str, args: Dict[str, Any], images=None, context=None) -> Dict[str, Any]:
         return self.tools[name].run_one(ToolRequest(args, images or {}, context or {}))
 
     def build(self, sample: Sample, variant: int = 0) -> Optional[Trajectory]:
         rng = np.random.default_rng([self.seed, variant, int(sample.image.stem), len(sample.defect), len(sample.category)])
-        entry = self.kb.get(sample.category, sample.defect)
-        ctx = {"category": sample.category, "defect_type": sample.defect}
+        category, defect = self._labels(sample, rng)
+        entry = self.kb.get(category, defect)
+        ctx = {"category": category, "defect_type": defect}
         normal = self.normals.normal_for(sample, rng)
         anomaly = np.asarray(Image.open(sample.image).convert("RGB"))
         if normal.shape != anomaly.shape:
@@ -112,7 +131,7 @@ class TrajectoryBuilder:
         final_ctx = {**ctx, "region_px": list(box)}
         final_score = self._call("quality_eval", {}, {"normal": normal, "edited": anomaly}, final_ctx)
         n = int(rng.integers(1, 4))
-        name = sample.defect.replace("_", " ")
+        name = defect.replace("_", " ")
         turns, obs, tools = [], [], []
 
         def step(text, call, payload):
@@ -123,8 +142,8 @@ class TrajectoryBuilder:
         pg = self._call("prompt_gen", {}, None, ctx)["prompt"]
         step(f"I need a prompt for the {name}.",
              {"name": "prompt_gen", "arguments": {}}, {"prompt": pg})
-        attempts = [prompt_for(entry, simple=True), f"a subtle pale {entry.shape} on the {sample.category}",
-                    f"a tiny faint spot on the {sample.category}"]
+        attempts = [prompt_for(entry, simple=True), f"a subtle pale {entry.shape} on the {category}",
+                    f"a tiny faint spot on the {category}"]
         image_index = 0
         for m in range(n - 1):
             for prompt in attempts[m:] + attempts[:m]:  # a clearly failing attempt, else drop this one
@@ -160,8 +179,8 @@ class TrajectoryBuilder:
              {"image_index": image_index, "mask_area": mg["area"]})
         turns.append(_turn(f"Image {image_index} is done.", answer={"status": "success", "final_image_index": image_index}))
         tools.append("answer")
-        return Trajectory(f"{sample.category}-{sample.defect}-{sample.image.stem}-v{variant}", sample.category,
-                          sample.defect, image_index, tools, turns, obs, str(sample.image))
+        return Trajectory(f"{sample.category}-{sample.defect}-{sample.image.stem}-v{variant}", category,
+                          defect, image_index, tools, turns, obs, str(sample.image))
 
 
 def tokenize(traj: Trajectory, tokenizer) -> Dict[str, List[int]]:

@@ -48,6 +48,26 @@ def test_trajectories_parse_back_with_zero_errors(trajectories):
         assert len(t.observations) == len(t.turns) - 1
 
 
+def test_relabelled_trajectories_speak_of_other_entries_but_never_a_target(syn_root):
+    cfg = ToolsConfig()
+    cfg.knowledge.embedder = "hashing"
+    targets = ["syn_marble", "syn_pill", "bottle"]
+    builder = TrajectoryBuilder({n: build_tool(n, cfg) for n in TOOL_NAMES}, SyntheticNormals(syn_root),
+                                relabel_fraction=1.0, exclude_categories=targets)
+    ds = MVTecAD(syn_root, ["syn_weave"])
+    trajs = [t for s in ds.anomalies("syn_weave")[:4] for v in range(3) if (t := builder.build(s, v))]
+    assert len(trajs) >= 8
+    assert all(t.category not in targets for t in trajs)
+    assert len({t.category for t in trajs}) >= 4  # many categories' words around one structure
+    for t in trajs:
+        assert all(parse_turn(x).format_ok for x in t.turns)
+        assert t.observations[0]["prompt"] and t.defect_type.replace("_", " ") in t.turns[0]
+        knowledge = [o["text"] for o in t.observations if "text" in o]
+        assert all(t.category.split("_")[0] in k for k in knowledge)
+    with pytest.raises(ValueError, match="relabel_fraction"):
+        TrajectoryBuilder({}, SyntheticNormals(syn_root), relabel_fraction=1.5)
+
+
 def test_summary_counts_n_and_tool_sequences(sft_data, trajectories):
     _, summary = sft_data
     assert summary["trajectories"] == len(trajectories)

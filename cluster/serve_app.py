@@ -87,8 +87,9 @@ class _HandleLLM:
     def __init__(self, handle):
         self.handle = handle
 
-    def generate(self, request_id: str, prompt_ids, sampling_params):
-        return self.handle.generate.remote(request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+    def generate(self, request_id: str, prompt_ids, sampling_params, image_data=None):
+        return self.handle.generate.remote(request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params,
+                                           image_data=image_data)
 
 
 def png_base64(array: np.ndarray) -> str:
@@ -103,7 +104,7 @@ def _plain(obj):
 
 
 async def synthesize_samples(req: SynthesizeRequest, tokenizer, llm, tools: Mapping[str, Any],
-                             episode_cfg: EpisodeConfig, request_id: str) -> Dict[str, Any]:
+                             episode_cfg: EpisodeConfig, request_id: str, processor=None) -> Dict[str, Any]:
     """Run ``req.n`` episodes concurrently and finalize each into an image and a mask."""
     from rollout.episode import EpisodeRunner
     from rollout.finalize import finalize
@@ -111,7 +112,8 @@ async def synthesize_samples(req: SynthesizeRequest, tokenizer, llm, tools: Mapp
 
     async def one(k: int):
         task = Task(f"{request_id}-{k}", req.category, req.defect_type, "<request>", req.seed + k, req.region)
-        ep = await EpisodeRunner(task, req.image, tokenizer, llm, tools, episode_cfg, task.task_id).run()
+        ep = await EpisodeRunner(task, req.image, tokenizer, llm, tools, episode_cfg, task.task_id,
+                                 processor=processor).run()
         record = ep.record()
         return await finalize(record, tools, seed=req.seed + k), record
 
@@ -148,7 +150,10 @@ def build_app(cfg: AppConfig, policy_path: str):
 
             from rollout.verl_adapter import ServerLLM
 
+            from rollout.vision import processor_for
+
             self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+            self.processor = processor_for(policy_path)
             self.policy, self.tool_handles = policy, tools
             self.llm = ServerLLM(_HandleLLM(policy))
             self.tools = {n: _HandleTool(h) for n, h in tools.items()}
@@ -189,7 +194,7 @@ def build_app(cfg: AppConfig, policy_path: str):
             rid = uuid.uuid4().hex[:12]
             try:
                 out = await asyncio.wait_for(
-                    synthesize_samples(req, self.tokenizer, self.llm, self.tools, self.episode_cfg, rid), self.timeout_s)
+                    synthesize_samples(req, self.tokenizer, self.llm, self.tools, self.episode_cfg, rid, self.processor), self.timeout_s)
             except asyncio.TimeoutError:
                 return JSONResponse({"error": f"not done within {self.timeout_s:g}s"}, status_code=504)
             return JSONResponse(out)

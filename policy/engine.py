@@ -23,6 +23,7 @@ from policy.prefix_cache import PrefixCache
 class GenRequest:
     prompt_ids: List[int]
     sampling_params: Dict[str, Any]
+    image_data: Optional[list] = None  # VL policies: the images of the token stream, in order
 
 
 @dataclass
@@ -43,13 +44,17 @@ class HFEngine:
 
     def __init__(self, model_path: str, dtype: str = "float32", device: Optional[str] = None, seed: int = 0,
                  prefix_cache_tokens: int = 0):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+        from rollout.vision import processor_for
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.processor = processor_for(model_path)  # None: a text policy
+        loader = AutoModelForImageTextToText if self.processor is not None else AutoModelForCausalLM
+        self.model = loader.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.eos_id = self.model.config.eos_token_id
+        self.eos_id = self.model.generation_config.eos_token_id if self.processor is not None else self.model.config.eos_token_id
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.weights_version = 0
         self.prefix = PrefixCache(prefix_cache_tokens)
@@ -148,11 +153,24 @@ class HFEngine:
         for i, r in enumerate(reqs):
             groups.setdefault(_group_key(r.sampling_params), []).append(i)
         for (temperature, top_p, stop_ids), idx in groups.items():
-            outs = self._sample([reqs[i].prompt_ids for i in idx], temperature, top_p,
-                                [int(reqs[i].sampling_params.get("max_tokens", 128)) for i in idx], stop_ids)
+            prompts = [reqs[i].prompt_ids for i in idx]
+            budgets = [int(reqs[i].sampling_params.get("max_tokens", 128)) for i in idx]
+            if self.processor is not None:
+                outs = self._sample_vl(prompts, [reqs[i].image_data for i in idx], temperature, top_p, budgets, stop_ids)
+            else:
+                outs = self._sample(prompts, temperature, top_p, budgets, stop_ids)
             for i, o in zip(idx, outs):
                 results[i] = o
         return results
+
+    def _sample_vl(self, prompts, images, temperature, top_p, budgets, stop_ids) -> List[GenResult]:
+        from policy.vl_sampling import sample_vl
+
+        stops = sorted(set(stop_ids) | {self.eos_id})
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
+        rows = sample_vl(self.model, self.processor.image_processor, prompts, images, temperature, top_p, budgets,
+                         stops, self.pad_id, seed)
+        return [GenResult(t, lp, "completed" if stopped else "length") for t, lp, stopped in rows]
 
     def load_state_dict(self, state_dict: Dict[str, torch.Tensor], version: Optional[int] = None) -> int:
         self.model.load_state_dict(state_dict)
@@ -178,9 +196,9 @@ class EngineActor:
 
     async def generate(self, request_id: str = "", *, prompt_ids: List[int], sampling_params: Dict[str, Any],
                        image_data: Optional[list] = None, **kwargs):
-        if image_data:
-            raise ValueError("the HF engine serves text policies; use verl's vLLM/SGLang server for a VL policy")
-        res: GenResult = await self.batcher.submit(GenRequest(list(prompt_ids), dict(sampling_params)))
+        if image_data and self.engine.processor is None:
+            raise ValueError("images sent to a text policy: set policy.path to a vision-language checkpoint")
+        res: GenResult = await self.batcher.submit(GenRequest(list(prompt_ids), dict(sampling_params), image_data))
         from rollout.verl_adapter import token_output
 
         return token_output(res.token_ids, res.log_probs, res.stop_reason, self.engine.weights_version)

@@ -26,6 +26,7 @@ from rollout.format import ANSWER_CLOSE, CALL_CLOSE, IM_END
 from rollout.parser import Answer, ToolCall, TurnError, parse_turn
 from rollout.prompts import SYSTEM_PROMPT, observation_text, task_text
 from rollout.tasks import Task
+from rollout.vision import VisionRenderer
 
 
 @dataclass
@@ -38,7 +39,10 @@ class Generation:
 
 
 class LLM(Protocol):
-    async def generate(self, request_id: str, prompt_ids: List[int], sampling_params: Dict[str, Any]) -> Generation: ...
+    """``image_data`` (VL policies only): the images of the token stream, in order."""
+
+    async def generate(self, request_id: str, prompt_ids: List[int], sampling_params: Dict[str, Any],
+                       image_data: Optional[list] = None) -> Generation: ...
 
 
 class ToolCaller(Protocol):
@@ -62,6 +66,7 @@ class Episode:
     response_logprobs: List[float] = field(default_factory=list)
     image_meta: List[Dict[str, Any]] = field(default_factory=lambda: [{"source": "normal"}])
     masks: Dict[int, np.ndarray] = field(default_factory=dict)
+    shown_images: List[int] = field(default_factory=list)  # VL: images in the token stream, in order
     tool_log: List[Dict[str, Any]] = field(default_factory=list)
     qe_scores: List[Dict[str, Any]] = field(default_factory=list)
     actions: List[str] = field(default_factory=list)  # tool names, "answer", or "error:<code>"
@@ -80,6 +85,7 @@ class Episode:
             "qe_scores": self.qe_scores, "actions": self.actions, "format_ok": self.format_ok,
             "turns": self.turns, "status": self.status, "answer": self.answer, "images": self.images,
             "image_meta": self.image_meta, "masks": self.masks, "timings": self.timings,
+            "shown_images": list(self.shown_images),
         }
 
 
@@ -89,12 +95,17 @@ def _summary(result: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 class EpisodeRunner:
+    """``processor`` (a VL policy's): the normal image goes into the task message and every
+    generated image into its observation (rollout/vision.py); without it the episode is text."""
+
     def __init__(self, task: Task, normal: np.ndarray, tokenizer, llm: LLM, tools: Mapping[str, ToolCaller],
-                 cfg: EpisodeConfig, episode_id: Optional[str] = None):
-        messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": task_text(task.category, task.defect_type)}]
+                 cfg: EpisodeConfig, episode_id: Optional[str] = None, processor=None):
+        self.vision = VisionRenderer(processor) if processor is not None else None
+        user = task_text(task.category, task.defect_type) + (self.vision.placeholder(normal) if self.vision else "")
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-        self.ep = Episode(episode_id or task.task_id, task, list(prompt_ids), [normal])
+        self.ep = Episode(episode_id or task.task_id, task, list(prompt_ids), [normal],
+                          shown_images=[0] if self.vision else [])
         self.tok, self.llm, self.tools, self.cfg = tokenizer, llm, tools, cfg
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         self.stop_ids = [self.im_end] + [tokenizer.convert_tokens_to_ids(t) for t in (CALL_CLOSE, ANSWER_CLOSE)]
@@ -136,7 +147,8 @@ class EpisodeRunner:
         params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
                   "max_tokens": min(self.cfg.max_turn_tokens, self._room()), "stop_token_ids": self.stop_ids}
         t0 = time.perf_counter()
-        gen = await self.llm.generate(f"{ep.episode_id}-t{ep.turns}", ep.prompt_ids + ep.response_ids, params)
+        vision = {"image_data": VisionRenderer.image_data(ep.images, ep.shown_images)} if self.vision else {}
+        gen = await self.llm.generate(f"{ep.episode_id}-t{ep.turns}", ep.prompt_ids + ep.response_ids, params, **vision)
         ep.timings["generate_s"] += time.perf_counter() - t0
         self._accept(gen)
         return State.ACT
@@ -169,7 +181,11 @@ class EpisodeRunner:
             payload = {"error": action.code, "message": action.message}
         else:
             payload = await self._call_tool(action)
-        obs = observation_text(payload)
+        image = ""
+        if self.vision and ep.actions[-1] == "image_gen":  # a VL policy sees the new image
+            image = self.vision.placeholder(ep.images[-1])
+            ep.shown_images.append(len(ep.images) - 1)
+        obs = observation_text(payload, image)
         if turn.token_ids and turn.token_ids[-1] == self.im_end:
             obs = obs[len(IM_END):]
         obs_ids = self.tok.encode(obs, add_special_tokens=False)

@@ -35,11 +35,11 @@ class EngineRouter:
     def __init__(self, engines: Sequence[Any]):
         self.engines = list(engines)
 
-    async def generate(self, request_id: str, prompt_ids, sampling_params, **kwargs):
-        episode = request_id.rsplit("-t", 1)[0]
+    async def generate(self, request_id: str, prompt_ids, sampling_params, image_data=None, **kwargs):
+        episode = request_id.rsplit("-t", 1)[0]  # an episode stays on one engine: its prefix cache is there
         engine = self.engines[hash(episode) % len(self.engines)]
         return await engine.generate.remote(request_id=request_id, prompt_ids=prompt_ids,
-                                            sampling_params=sampling_params)
+                                            sampling_params=sampling_params, image_data=image_data)
 
 
 class RolloutWorker:
@@ -48,9 +48,12 @@ class RolloutWorker:
 
         from rollout.verl_adapter import AnomalyAgentLoop, minimal_trainer_config
 
+        from rollout.vision import processor_for
+
         tok = AutoTokenizer.from_pretrained(policy_path)
         self.loop = AnomalyAgentLoop(minimal_trainer_config(response_length=episode_cfg.max_response_tokens),
-                                     EngineRouter(engines), tok, tools=tools, episode_config=episode_cfg)
+                                     EngineRouter(engines), tok, processor=processor_for(policy_path), tools=tools,
+                                     episode_config=episode_cfg)
         ctx = ray.get_runtime_context()
         self.node_id, self.worker_id = ctx.get_node_id(), ctx.get_actor_id()
         self.busy_s = 0.0

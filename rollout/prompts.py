@@ -20,11 +20,11 @@ def task_text(category: str, defect_type: str) -> str:
     return f"Category: {category}. Defect type: {defect_type}. Image 0 is a normal {category}."
 
 
-def observation_text(payload: Dict[str, Any]) -> str:
+def observation_text(payload: Dict[str, Any], image: str = "") -> str:
     """A tool result (or an error) as the next ``tool`` turn, ending with the assistant cue.
 
     The policy's turn ended at its closing tag (a stop token), so the observation closes
-    that assistant message first.
+    that assistant message first. ``image``: a VL policy's placeholder for the new image.
     """
     body = json.dumps(payload, separators=(", ", ": "), ensure_ascii=False)
-    return f"{IM_END}\n{IM_START}tool\n{RESPONSE_OPEN}{body}{RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"
+    return f"{IM_END}\n{IM_START}tool\n{RESPONSE_OPEN}{body}{image}{RESPONSE_CLOSE}{IM_END}\n{IM_START}assistant\n"

@@ -28,6 +28,7 @@ SCHEMA = pa.schema([
     ("image_paths", pa.list_(pa.string())), ("mask_paths", pa.string()), ("image_meta", pa.string()),
     ("rewards", pa.string()), ("node_id", pa.string()), ("worker", pa.string()), ("attempt", pa.int32()),
     ("generate_s", pa.float64()), ("tools_s", pa.float64()),
+    ("shown_images", pa.list_(pa.int32())),  # VL policies: indices of the images in the token stream, in order
 ])
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -91,6 +92,7 @@ class TrajectoryStore:
             "rewards": json.dumps(extra.get("rewards")), "node_id": extra.get("node_id", ""),
             "worker": extra.get("worker", ""), "attempt": int(extra.get("attempt", 1)),
             "generate_s": float(record["timings"]["generate_s"]), "tools_s": float(record["timings"]["tools_s"]),
+            "shown_images": list(record.get("shown_images", [])),
         }
         table = pa.Table.from_pylist([row], schema=SCHEMA)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

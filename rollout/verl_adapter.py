@@ -20,6 +20,7 @@ from verl.workers.rollout.replica import TokenOutput
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner, Generation
 from rollout.tasks import Task
+from rollout.vision import VisionRenderer
 
 AGENT_NAME = "anomaly_agent"
 
@@ -36,10 +37,12 @@ class ServerLLM:
     def __init__(self, server, sampling_overrides: Optional[Dict[str, Any]] = None, is_actor: bool = False):
         self.server, self.overrides, self.is_actor = server, dict(sampling_overrides or {}), is_actor
 
-    async def generate(self, request_id: str, prompt_ids: List[int], sampling_params: Dict[str, Any]) -> Generation:
+    async def generate(self, request_id: str, prompt_ids: List[int], sampling_params: Dict[str, Any],
+                       image_data: Optional[list] = None) -> Generation:
         params = {**sampling_params, **{k: v for k, v in self.overrides.items() if k in ("temperature", "top_p")}}
         call = self.server.generate.remote if self.is_actor else self.server.generate
-        out = await call(request_id=request_id, prompt_ids=prompt_ids, sampling_params=params)
+        vision = {"image_data": image_data} if image_data else {}
+        out = await call(request_id=request_id, prompt_ids=prompt_ids, sampling_params=params, **vision)
         stop = "length" if out.stop_reason not in (None, "completed") else "completed"
         return Generation(list(out.token_ids), list(out.log_probs or []), stop)
 
@@ -95,11 +98,13 @@ class AnomalyAgentLoop(AgentLoopBase):
         task = task if isinstance(task, Task) else Task(**dict(task))
         llm = ServerLLM(self.server_manager, sampling_params, is_actor=kwargs.get("server_is_actor", False))
         runner = EpisodeRunner(task, task.load_image(), self.tokenizer, llm, self.tools, self.episode_config,
-                               kwargs.get("episode_id"))
+                               kwargs.get("episode_id"), processor=self.processor)
         ep = await runner.run()
+        images = VisionRenderer.image_data(ep.images, ep.shown_images)  # VL: verl builds the pixel inputs
         return AgentLoopOutput(
             prompt_ids=ep.prompt_ids, response_ids=ep.response_ids, response_mask=ep.response_mask,
             response_logprobs=ep.response_logprobs, num_turns=2 * ep.turns + 1,
+            multi_modal_data={"images": images} if images else None,
             metrics=AgentLoopMetrics(generate_sequences=ep.timings["generate_s"], tool_calls=ep.timings["tools_s"]),
             extra_fields={"episode": ep.record()},
         )

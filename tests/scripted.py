@@ -15,9 +15,11 @@ class ScriptedLLM:
     def __init__(self, tokenizer, turns: List[str], truncate_last: bool = False):
         self.tok, self.turns, self.truncate_last = tokenizer, list(turns), truncate_last
         self.requests = []
+        self.images = []  # image_data of each request (VL episodes)
 
-    async def generate(self, request_id, prompt_ids, sampling_params):
+    async def generate(self, request_id, prompt_ids, sampling_params, image_data=None):
         self.requests.append((request_id, list(prompt_ids), dict(sampling_params)))
+        self.images.append(image_data)
         text = self.turns.pop(0) if self.turns else "<thinking>out of script</thinking>"
         ids = self.tok.encode(text, add_special_tokens=False)[: sampling_params["max_tokens"]]
         stop = "length" if (self.truncate_last and not self.turns) else "completed"

@@ -44,6 +44,32 @@ def test_sixteen_episodes_with_the_tiny_policy(ray_local, syn_root, tiny_models,
     assert set(df.group) == {t.task_id for t in tasks}
 
 
+def test_a_vision_language_policy_through_the_manager(ray_local, syn_root, tiny_models, tmp_path):
+    """The tiny Qwen2.5-VL policy: images reach the engine actor and are recorded per episode."""
+    from rollout.format import IMAGE_PAD
+
+    cfg = small_cfg(**{"episode.max_turns": 2})
+    tasks = make_tasks(MVTecAD(syn_root), ["syn_pill"], per_defect=1, seed=1)[:2]
+    rt = start_runtime(cfg, str(tiny_models["vl"]), tmp_path)
+    try:
+        report = rt.manager.run(rt.manager.specs(tasks), progress=False)
+    finally:
+        rt.shutdown()
+    assert (report.episodes, report.stored, report.lost) == (4, 4, 0)
+    df = TrajectoryStore(tmp_path).read()
+    pad = ray.get(ray.remote(_pad_id).remote(str(tiny_models["vl"]), IMAGE_PAD))
+    for _, row in df.iterrows():
+        shown = list(row.shown_images)
+        assert shown[0] == 0 and list(row.prompt_ids).count(pad) > 0
+        assert any(lp < 0 for lp, m in zip(row.response_logprobs, row.response_mask) if m)
+
+
+def _pad_id(path, token):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path).convert_tokens_to_ids(token)
+
+
 def test_killing_a_worker_and_a_tool_actor_loses_and_duplicates_nothing(ray_local, syn_root, tiny_models, tmp_path):
     cfg = small_cfg(**{"episode.max_turns": 10, "episode.max_turn_tokens": 200})
     path = str(tiny_models["text"])

@@ -6,6 +6,9 @@ and loads new weights on request.
 LLM-server interface, ``generate(request_id, *, prompt_ids, sampling_params,
 image_data=None) -> TokenOutput``, batching callers through ``DynamicBatcher``. On GPU
 clusters verl's vLLM/SGLang servers stand behind the same interface.
+
+Text policies run our KV-cached sampling loop with per-episode prefix reuse; VL policies
+(a processor next to the weights) go through HF ``generate`` with pixel inputs.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ class EngineConfig:
     max_restarts: int = 2
     # earlier turns' keys/values kept for reuse (policy/prefix_cache.py); 0 = off. Memory per
     # token: layers x 2 x kv_heads x head_dim x dtype bytes (tiny: 1.1 KB; a 7B Qwen2.5 in bf16: 57 KB)
-    prefix_cache_tokens: int = 65536
+    prefix_cache_tokens: int = 262144  # tiny policy: ~290 MB; must hold every live episode
 
 
 @dataclass

@@ -40,6 +40,19 @@ def _group_key(p: Dict[str, Any]) -> Tuple:
     return (float(p.get("temperature", 1.0)), float(p.get("top_p", 1.0)), tuple(p.get("stop_token_ids") or ()))
 
 
+def prefill_buckets(new_tokens: Sequence[int], ratio: float = 2.0, slack: int = 32) -> List[List[int]]:
+    """Row indices grouped by how many tokens each must prefill: sorted, and a bucket closes
+    when a row needs more than ``ratio`` × the bucket's smallest + ``slack``. (Splitting by
+    context length as well was measured and did not help: episodes advance in step.)"""
+    buckets: List[List[int]] = []
+    for i in sorted(range(len(new_tokens)), key=lambda r: new_tokens[r]):
+        if buckets and new_tokens[i] <= ratio * new_tokens[buckets[-1][0]] + slack:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
 class HFEngine:
     """``prefix_cache_tokens > 0`` keeps earlier turns' keys and values (policy/prefix_cache.py),
     so a turn prefills only its new tokens; 0 re-runs the whole context every turn, as a
@@ -62,11 +75,10 @@ class HFEngine:
         self.weights_version = 0
         self.prefix = PrefixCache(prefix_cache_tokens)
 
-    def _batch_inputs(self, prompts: Sequence[List[int]]):
+    def _batch_inputs(self, prompts: Sequence[List[int]], hits):
         """Per row: the cached prefix (left-padded to the longest) then the rest of the prompt
         (left-padded to the longest rest). The attention mask has holes where the padding is;
         positions count only real tokens, so each row sees exactly its own sequence."""
-        hits = [self.prefix.lookup(p) for p in prompts]
         cached = [c for c, _ in hits]
         n, width_c = len(prompts), max(cached)
         width_s = max(len(p) - c for p, c in zip(prompts, cached))
@@ -101,12 +113,26 @@ class HFEngine:
             kv = [(layer.keys[i][:, cols].clone(), layer.values[i][:, cols].clone()) for layer in past.layers]
             self.prefix.store(list(p) + out_tokens[i][:fed], kv)
 
-    @torch.no_grad()
     def _sample(self, prompts: Sequence[List[int]], temperature: float, top_p: float, max_new: Sequence[int],
                 stop_ids: Sequence[int]) -> List[GenResult]:
+        """Look up every row's cached prefix, then sample in buckets of similar new-token
+        counts: one row that must prefill its whole context (a first turn, an evicted entry)
+        would otherwise pad every other row's few new tokens to its length."""
+        hits = [self.prefix.lookup(p) for p in prompts]
+        results: List[Optional[GenResult]] = [None] * len(prompts)
+        for rows in prefill_buckets([len(p) - c for p, (c, _) in zip(prompts, hits)]):
+            outs = self._sample_rows([prompts[i] for i in rows], [hits[i] for i in rows], temperature, top_p,
+                                     [max_new[i] for i in rows], stop_ids)
+            for i, o in zip(rows, outs):
+                results[i] = o
+        return results
+
+    @torch.no_grad()
+    def _sample_rows(self, prompts: Sequence[List[int]], hits, temperature: float, top_p: float,
+                     max_new: Sequence[int], stop_ids: Sequence[int]) -> List[GenResult]:
         """KV-cached sampling loop over a padded batch; stops per row at a stop id or its own budget."""
         n = len(prompts)
-        ids, attn, past, context_w = self._batch_inputs(prompts)
+        ids, attn, past, context_w = self._batch_inputs(prompts, hits)
         ids, attn = ids.to(self.device), attn.to(self.device)
         step_pos = ((attn.cumsum(-1) - 1).clamp(min=0))[:, attn.shape[1] - ids.shape[1]:]
         stops = torch.tensor(sorted(set(stop_ids) | {self.eos_id}), device=self.device)

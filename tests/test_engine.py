@@ -102,3 +102,19 @@ def test_prefix_cache_reuses_earlier_turns_without_changing_the_output(tiny_mode
     assert cached.prefix.lookup(first[0])[0] == len(first[0]) - 1  # a late sibling shares the prompt
     cached.load_state_dict(cached.model.state_dict())
     assert len(cached.prefix) == 0  # new weights: the old keys and values are gone
+
+
+def test_a_batch_mixing_cached_and_fresh_prompts_decodes_as_each_alone(tiny_models):
+    """Rows that must prefill their whole prompt run in their own bucket; greedy output is
+    what each row gives alone without any cache."""
+    path = str(tiny_models["text"])
+    plain, cached = HFEngine(path), HFEngine(path, prefix_cache_tokens=100_000)
+    first = prompt(plain, "syn_pill crack")
+    greedy = {"temperature": 0.0, "max_tokens": 10}
+    turn1 = cached.generate_batch([GenRequest(first, greedy)])[0]
+    follow = first + turn1.token_ids + plain.tokenizer("<tool_response>{}</tool_response>", add_special_tokens=False)["input_ids"]
+    fresh = prompt(plain, "syn_marble hole, a different and longer task text")
+    mixed = cached.generate_batch([GenRequest(follow, greedy), GenRequest(fresh, greedy)])
+    assert cached.prefix.stats()["prefix_hits"] == 2  # the fresh prompt shares only the chat preamble
+    for p, out in zip((follow, fresh), mixed):
+        assert out.token_ids == plain.generate_batch([GenRequest(p, greedy)])[0].token_ids

@@ -52,3 +52,13 @@ def test_disabled_and_invalid():
     assert not c.enabled and len(c) == 0 and c.lookup([1, 2, 3, 4]) == (0, None)
     with pytest.raises(ValueError, match="prefix_cache_tokens"):
         PrefixCache(-1)
+
+
+def test_prefill_buckets_keep_first_turns_apart_from_cached_ones():
+    from policy.engine import prefill_buckets
+
+    assert prefill_buckets([40, 300, 60, 35, 280]) == [[3, 0, 2], [4, 1]]
+    assert prefill_buckets([10, 10, 10]) == [[0, 1, 2]]
+    assert prefill_buckets([5, 2000]) == [[0], [1]]
+    assert prefill_buckets([]) == []
+

@@ -42,11 +42,13 @@ class LearnerWorker:
         return self.learner.state_dict()
 
     def save_checkpoint(self, root: str, step: int, keep_last: int, state: Dict[str, Any]) -> Optional[str]:
-        """Every rank gathers (a collective when sharded); rank 0 writes."""
+        """Rank 0 writes; sharded, every rank joins the gathers (collectives)."""
         from policy.checkpoint import CheckpointManager
         from policy.sharding import gather_model_state, gather_optimizer_state
 
         lr, sharded = self.learner, self.learner.sharded
+        if self.rank != 0 and not sharded:  # a replica has nothing rank 0 lacks
+            return None
         model_state = gather_model_state(lr.model, sharded)
         optimizer_state = gather_optimizer_state(lr.trained, lr.opt, sharded)
         state = {**state, "sharding": lr.cfg.sharding if sharded else "replicated"}

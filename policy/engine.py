@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from actors.batching import DynamicBatcher
+from policy.kv_buffer import preallocated_cache
 from policy.prefix_cache import PrefixCache
 
 
@@ -69,16 +70,21 @@ class HFEngine:
         self.processor = processor_for(model_path)  # None: a text policy
         loader = AutoModelForImageTextToText if self.processor is not None else AutoModelForCausalLM
         self.model = loader.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        if self.processor is None:
+            from policy.attention import register
+
+            self.model.set_attn_implementation(register())  # no per-step copy of the cache per query head
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos_id = self.model.generation_config.eos_token_id if self.processor is not None else self.model.config.eos_token_id
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.weights_version = 0
         self.prefix = PrefixCache(prefix_cache_tokens)
 
-    def _batch_inputs(self, prompts: Sequence[List[int]], hits):
+    def _batch_inputs(self, prompts: Sequence[List[int]], hits, budget: int):
         """Per row: the cached prefix (left-padded to the longest) then the rest of the prompt
         (left-padded to the longest rest). The attention mask has holes where the padding is;
-        positions count only real tokens, so each row sees exactly its own sequence."""
+        positions count only real tokens, so each row sees exactly its own sequence. The KV
+        cache is allocated for the whole run (prompt + ``budget`` new tokens)."""
         cached = [c for c, _ in hits]
         n, width_c = len(prompts), max(cached)
         width_s = max(len(p) - c for p, c in zip(prompts, cached))
@@ -89,11 +95,8 @@ class HFEngine:
             ids[i, width_s - len(rest):] = torch.tensor(rest)
             attn[i, width_c - c: width_c] = 1
             attn[i, width_c + width_s - len(rest):] = 1
-        past = None
+        layers = []
         if width_c:
-            from transformers import DynamicCache
-
-            layers = []
             for layer, (k0, v0) in enumerate(next(kv for _, kv in hits if kv is not None)):
                 k = k0.new_zeros((n, k0.shape[0], width_c, k0.shape[2]))
                 v = v0.new_zeros((n, v0.shape[0], width_c, v0.shape[2]))
@@ -101,7 +104,7 @@ class HFEngine:
                     if c:
                         k[i, :, width_c - c:], v[i, :, width_c - c:] = kv[layer]
                 layers.append((k, v))
-            past = DynamicCache(ddp_cache_data=layers)
+        past = preallocated_cache(self.model.config.num_hidden_layers, width_c + width_s + budget, layers)
         return ids, attn, past, width_c + width_s
 
     def _store_prefixes(self, prompts, out_tokens, context_w: int, attn: torch.Tensor, past) -> None:
@@ -132,7 +135,7 @@ class HFEngine:
                      max_new: Sequence[int], stop_ids: Sequence[int]) -> List[GenResult]:
         """KV-cached sampling loop over a padded batch; stops per row at a stop id or its own budget."""
         n = len(prompts)
-        ids, attn, past, context_w = self._batch_inputs(prompts, hits)
+        ids, attn, past, context_w = self._batch_inputs(prompts, hits, max(max_new))
         ids, attn = ids.to(self.device), attn.to(self.device)
         step_pos = ((attn.cumsum(-1) - 1).clamp(min=0))[:, attn.shape[1] - ids.shape[1]:]
         stops = torch.tensor(sorted(set(stop_ids) | {self.eos_id}), device=self.device)
@@ -170,7 +173,7 @@ class HFEngine:
             step_ids = tok[:, None]
             attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
             step_pos = step_pos[:, -1:] + 1
-        if self.prefix.enabled and past is not None:
+        if self.prefix.enabled:
             self._store_prefixes(prompts, out_tokens, context_w, attn, past)
         stop_set = set(stops.tolist())
         return [GenResult(t, lp, "completed" if t and t[-1] in stop_set else "length") for t, lp in zip(out_tokens, out_lp)]

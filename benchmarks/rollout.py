@@ -27,7 +27,7 @@ class _InProcessLLM:
         return Generation(r.token_ids, r.log_probs, r.stop_reason)
 
 
-def _sequential(cfg: AppConfig, policy: str, specs) -> float:
+def _sequential(cfg: AppConfig, policy: str, specs):
     from transformers import AutoTokenizer
 
     from actors.registry import build_tool
@@ -47,7 +47,7 @@ def _sequential(cfg: AppConfig, policy: str, specs) -> float:
 
     t0 = time.perf_counter()
     asyncio.run(run_all())
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, engine.counters
 
 
 def run_rollout_bench(cfg: AppConfig, n_tasks: int = 16, group_size: int = 2) -> Dict[str, float]:
@@ -73,13 +73,15 @@ def run_rollout_bench(cfg: AppConfig, n_tasks: int = 16, group_size: int = 2) ->
     print(f"{len(specs)} episodes ({n_tasks} tasks x {group_size}), max {cfg.episode.max_turns} turns of "
           f"{cfg.episode.max_turn_tokens} tokens, policy {policy}")
 
-    seq_s = _sequential(cfg, policy, specs)
-    print(f"(a) sequential loop      : {len(specs) / seq_s:6.2f} episodes/s ({seq_s:.1f}s)")
+    seq_s, seq_engine = _sequential(cfg, policy, specs)
+    print(f"(a) sequential loop      : {len(specs) / seq_s:6.2f} episodes/s ({seq_s:.1f}s; engine decode "
+          f"{seq_engine['decode_s']:.1f}s, prefill {seq_engine['prefill_s']:.1f}s)")
 
     with ray_session(cfg.ray):
         rt = start_runtime(cfg, policy)
         warm = rt.manager.run([EpisodeSpec("warmup-g0", tasks[0], "warmup")], progress=False)  # actors start
-        before = {"engine": ray.get(rt.engines[0].stats.remote())["busy_s"],
+        engine_before = ray.get(rt.engines[0].stats.remote())
+        before = {"engine": engine_before["busy_s"],
                   **{n: p.stats()[0]["busy_s"] for n, p in rt.tools.items()}}
         report = rt.manager.run(specs, progress=True, keep_records=False)
         after = {"engine": ray.get(rt.engines[0].stats.remote())["busy_s"],
@@ -91,6 +93,10 @@ def run_rollout_bench(cfg: AppConfig, n_tasks: int = 16, group_size: int = 2) ->
           f"{cfg.rollout.num_workers} workers x {cfg.rollout.episodes_per_worker} episodes, engine mean batch "
           f"{engine_stats['mean_batch']:.1f}, prefix reuse {engine_stats['prefix_reused_fraction']:.0%} of prompt "
           f"tokens); warm-up {warm.wall_s:.1f}s not counted")
+    e = {k: engine_stats[k] - engine_before[k] for k in ("kv_s", "prefill_s", "decode_s", "decode_steps", "decode_row_steps")}
+    print(f"engine time: decode {e['decode_s']:.1f}s ({e['decode_steps']} steps, "
+          f"{1e3 * e['decode_s'] / max(1, e['decode_row_steps']):.3f} ms per row-step), prefill {e['prefill_s']:.1f}s, "
+          f"KV copies {e['kv_s']:.1f}s")
     print("busy fraction: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])))
     speedup = seq_s / report.wall_s
     bottleneck = max(busy.values())

@@ -13,6 +13,7 @@ Text policies run our KV-cached sampling loop with per-episode prefix reuse; VL 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -79,6 +80,8 @@ class HFEngine:
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.weights_version = 0
         self.prefix = PrefixCache(prefix_cache_tokens)
+        # where batch time goes: KV copy-in/out, the first (prefill) forward, the decode steps
+        self.counters = {"kv_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0, "decode_row_steps": 0}
 
     def _batch_inputs(self, prompts: Sequence[List[int]], hits, budget: int):
         """Per row: the cached prefix (left-padded to the longest) then the rest of the prompt
@@ -135,18 +138,21 @@ class HFEngine:
                      max_new: Sequence[int], stop_ids: Sequence[int]) -> List[GenResult]:
         """KV-cached sampling loop over a padded batch; stops per row at a stop id or its own budget."""
         n = len(prompts)
+        t0 = time.perf_counter()
         ids, attn, past, context_w = self._batch_inputs(prompts, hits, max(max_new))
         ids, attn = ids.to(self.device), attn.to(self.device)
         step_pos = ((attn.cumsum(-1) - 1).clamp(min=0))[:, attn.shape[1] - ids.shape[1]:]
         stops = torch.tensor(sorted(set(stop_ids) | {self.eos_id}), device=self.device)
         limits = torch.tensor(list(max_new), device=self.device)
-        out_tokens: List[List[int]] = [[] for _ in range(n)]
-        out_lp: List[List[float]] = [[] for _ in range(n)]
+        toks, lps, alive = [], [], []  # per step: [n] tensors, read back once at the end
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
         step_ids = ids
+        t1 = time.perf_counter()
         for step in range(int(limits.max())):
             out = self.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, past_key_values=past,
                              use_cache=True)
+            if step == 0:
+                t2 = time.perf_counter()
             past = out.past_key_values
             logits = out.logits[:, -1, :].float()
             logp = torch.log_softmax(logits / max(temperature, 1e-5), dim=-1)
@@ -163,18 +169,30 @@ class HFEngine:
                 cdf = probs.cumsum(-1)
                 u = torch.rand((probs.shape[0], 1), generator=self.generator, device=self.device) * cdf[:, -1:]
                 tok = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
-            tok_lp = logp.gather(-1, tok[:, None]).squeeze(-1)
-            for i in torch.nonzero(~done).flatten().tolist():
-                out_tokens[i].append(int(tok[i]))
-                out_lp[i].append(float(tok_lp[i]))
-            done |= torch.isin(tok, stops) | (step + 1 >= limits)
+            toks.append(tok)
+            lps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
+            alive.append(~done)
+            done = done | torch.isin(tok, stops) | (step + 1 >= limits)
             if bool(done.all()):
                 break
             step_ids = tok[:, None]
             attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
             step_pos = step_pos[:, -1:] + 1
+        t3 = time.perf_counter()
+        alive_t = torch.stack(alive, 1).cpu()
+        tok_t, lp_t = torch.stack(toks, 1).cpu()[alive_t], torch.stack(lps, 1).cpu()[alive_t]
+        lengths = alive_t.sum(1).tolist()
+        out_tokens = [t.tolist() for t in tok_t.split(lengths)]
+        out_lp = [t.tolist() for t in lp_t.split(lengths)]
         if self.prefix.enabled:
             self._store_prefixes(prompts, out_tokens, context_w, attn, past)
+        t4 = time.perf_counter()
+        c = self.counters
+        c["kv_s"] += (t1 - t0) + (t4 - t3)
+        c["prefill_s"] += t2 - t1
+        c["decode_s"] += t3 - t2
+        c["decode_steps"] += len(toks) - 1
+        c["decode_row_steps"] += (len(toks) - 1) * n
         stop_set = set(stops.tolist())
         return [GenResult(t, lp, "completed" if t and t[-1] in stop_set else "length") for t, lp in zip(out_tokens, out_lp)]
 
@@ -245,7 +263,7 @@ class EngineActor:
         b = self.batcher
         return {"batches": b.batches, "items": b.items, "busy_s": b.busy_s,
                 "mean_batch": b.items / b.batches if b.batches else 0.0, "weights_version": self.engine.weights_version,
-                **self.engine.prefix.stats()}
+                **self.engine.prefix.stats(), **self.engine.counters}
 
     def check_health(self) -> bool:
         return True

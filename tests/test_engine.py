@@ -118,3 +118,13 @@ def test_a_batch_mixing_cached_and_fresh_prompts_decodes_as_each_alone(tiny_mode
     assert cached.prefix.stats()["prefix_hits"] == 2  # the fresh prompt shares only the chat preamble
     for p, out in zip((follow, fresh), mixed):
         assert out.token_ids == plain.generate_batch([GenRequest(p, greedy)])[0].token_ids
+
+
+def test_counters_split_batch_time_and_count_decode_steps(tiny_models):
+    eng = HFEngine(str(tiny_models["text"]))
+    prompts = [prompt(eng, "go"), prompt(eng, "a longer prompt for the second row")]
+    out = eng.generate_batch([GenRequest(p, {"temperature": 0.0, "max_tokens": m}) for p, m in zip(prompts, (3, 7))])
+    steps = max(len(o.token_ids) for o in out) - 1  # the first token comes from the prefill forward
+    c = eng.counters
+    assert c["decode_steps"] == steps and c["decode_row_steps"] == 2 * steps
+    assert c["prefill_s"] > 0 and c["kv_s"] > 0 and (c["decode_s"] > 0) == (steps > 0)

@@ -218,7 +218,7 @@ def build_app(cfg: AppConfig, policy_path: str):
     policy = serve.deployment(EngineActor, name="policy").options(
         num_replicas=e.replicas, max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}).bind(
-        policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed, e.prefix_cache_tokens)
+        policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed, e.prefix_cache_tokens, e.continuous_batching)
     limits = RequestLimits(sc.max_bytes, sc.max_pixels, sc.min_side, sc.max_n, list(sc.formats))
     return AgentServer.bind(policy, tools, policy_path, cfg.episode, limits, sc.request_timeout_s)
 

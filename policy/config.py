@@ -28,8 +28,9 @@ class EngineConfig:
     replicas: int = 1
     num_cpus: float = 2.0  # Ray gives an actor as many intra-op threads as whole CPUs
     num_gpus: float = 0.0
-    max_batch_size: int = 32
+    max_batch_size: int = 32  # rows decoded together (continuous: KV slots)
     batch_wait_ms: float = 10.0
+    continuous_batching: bool = True  # text policies: requests join and leave the batch between decode steps
     max_restarts: int = 2
     # earlier turns' keys/values kept for reuse (policy/prefix_cache.py); 0 = off. Memory per
     # token: layers x 2 x kv_heads x head_dim x dtype bytes (tiny: 1.1 KB; a 7B Qwen2.5 in bf16: 57 KB)

@@ -22,6 +22,7 @@ import torch
 from actors.batching import DynamicBatcher
 from policy.kv_buffer import preallocated_cache
 from policy.prefix_cache import PrefixCache
+from policy.sampling import sample_next
 
 
 @dataclass
@@ -154,23 +155,9 @@ class HFEngine:
             if step == 0:
                 t2 = time.perf_counter()
             past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            logp = torch.log_softmax(logits / max(temperature, 1e-5), dim=-1)
-            if temperature <= 0:
-                tok = logp.argmax(-1)
-            else:
-                probs = logp.exp()
-                if top_p < 1.0:
-                    sorted_p, order = probs.sort(-1, descending=True)
-                    keep = sorted_p.cumsum(-1) - sorted_p < top_p
-                    probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-                # inverse-CDF sampling: one uniform per row instead of torch.multinomial's
-                # per-call set-up (or Gumbel noise per vocabulary entry) — same distribution
-                cdf = probs.cumsum(-1)
-                u = torch.rand((probs.shape[0], 1), generator=self.generator, device=self.device) * cdf[:, -1:]
-                tok = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+            tok, tok_lp = sample_next(out.logits[:, -1, :], temperature, top_p, self.generator)
             toks.append(tok)
-            lps.append(logp.gather(-1, tok[:, None]).squeeze(-1))
+            lps.append(tok_lp)
             alive.append(~done)
             done = done | torch.isin(tok, stops) | (step + 1 >= limits)
             if bool(done.all()):
@@ -239,10 +226,16 @@ class EngineActor:
     """Ray actor around ``HFEngine`` speaking verl's LLM-server ``generate`` interface."""
 
     def __init__(self, model_path: str, max_batch_size: int = 32, batch_wait_ms: float = 10.0, seed: int = 0,
-                 prefix_cache_tokens: int = 0):
+                 prefix_cache_tokens: int = 0, continuous: bool = True):
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.engine = HFEngine(model_path, seed=seed, prefix_cache_tokens=prefix_cache_tokens)
-        self.batcher = DynamicBatcher(self.engine.generate_batch, max_batch_size, batch_wait_ms)
+        if continuous and self.engine.processor is None:  # text policies: requests join between decode steps
+            from policy.continuous import ContinuousDecoder
+            from policy.continuous_batcher import ContinuousBatcher
+
+            self.batcher = ContinuousBatcher(ContinuousDecoder(self.engine, max_batch_size), batch_wait_ms)
+        else:  # whole batches: every row of a batch decodes until the batch's last one finishes
+            self.batcher = DynamicBatcher(self.engine.generate_batch, max_batch_size, batch_wait_ms)
 
     async def generate(self, request_id: str = "", *, prompt_ids: List[int], sampling_params: Dict[str, Any],
                        image_data: Optional[list] = None, **kwargs):

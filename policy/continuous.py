@@ -19,7 +19,7 @@ from typing import Callable, List, Sequence
 
 import torch
 
-from policy.engine import GenRequest, GenResult, HFEngine, prefill_buckets
+from policy.engine import GenRequest, GenResult, HFEngine, prefill_buckets, token_budget
 from policy.kv_slots import KVSlots
 from policy.sampling import sample_next
 
@@ -64,6 +64,8 @@ class ContinuousDecoder:
         give it a slot; a request that ends at its first token completes here."""
         if len(reqs) > self.free:
             raise RuntimeError(f"{len(reqs)} requests for {self.free} free slots")
+        for r in reqs:  # before any work: a bad request fails alone, not the running batch
+            token_budget(r.sampling_params)
         eng = self.engine
         t0 = time.perf_counter()
         kv_before = eng.counters["kv_s"]
@@ -81,7 +83,7 @@ class ContinuousDecoder:
                 cols = torch.nonzero(attn[j]).flatten().to(eng.device)
                 kv = [(layer.keys[j][:, cols], layer.values[j][:, cols]) for layer in past.layers]
                 p = params[j]
-                row = _Row(list(reqs[i].prompt_ids), int(p.get("max_tokens", 128)),
+                row = _Row(list(reqs[i].prompt_ids), token_budget(p),
                            frozenset(p.get("stop_token_ids") or ()) | {eng.eos_id}, callbacks[i])
                 t_kv = time.perf_counter()
                 slot = self.slots.add(kv)

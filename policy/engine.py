@@ -43,6 +43,14 @@ def _group_key(p: Dict[str, Any]) -> Tuple:
     return (float(p.get("temperature", 1.0)), float(p.get("top_p", 1.0)), tuple(p.get("stop_token_ids") or ()))
 
 
+def token_budget(params: Dict[str, Any]) -> int:
+    """``max_tokens`` of a request (128 when unset); at least one token must be asked for."""
+    budget = int(params.get("max_tokens", 128))
+    if budget < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {budget}")
+    return budget
+
+
 def prefill_buckets(new_tokens: Sequence[int], ratio: float = 2.0, slack: int = 32) -> List[List[int]]:
     """Row indices grouped by how many tokens each must prefill: sorted, and a bucket closes
     when a row needs more than ``ratio`` × the bucket's smallest + ``slack``. (Splitting by
@@ -191,7 +199,7 @@ class HFEngine:
             groups.setdefault(_group_key(r.sampling_params), []).append(i)
         for (temperature, top_p, stop_ids), idx in groups.items():
             prompts = [reqs[i].prompt_ids for i in idx]
-            budgets = [int(reqs[i].sampling_params.get("max_tokens", 128)) for i in idx]
+            budgets = [token_budget(reqs[i].sampling_params) for i in idx]
             if self.processor is not None:
                 outs = self._sample_vl(prompts, [reqs[i].image_data for i in idx], temperature, top_p, budgets, stop_ids)
             else:
@@ -241,6 +249,7 @@ class EngineActor:
                        image_data: Optional[list] = None, **kwargs):
         if image_data and self.engine.processor is None:
             raise ValueError("images sent to a text policy: set policy.path to a vision-language checkpoint")
+        token_budget(sampling_params)  # a bad request fails alone, before it joins a batch
         res: GenResult = await self.batcher.submit(GenRequest(list(prompt_ids), dict(sampling_params), image_data))
         from rollout.verl_adapter import token_output
 

@@ -132,3 +132,13 @@ def test_a_failing_step_fails_the_live_requests_and_the_driver_goes_on(tiny_mode
         return await batcher.submit(GenRequest(p, {"temperature": 0.0, "max_tokens": 4}))
 
     assert len(asyncio.run(main()).token_ids) >= 1 and dec.active == 0
+
+
+def test_a_request_asking_for_no_tokens_is_refused_before_any_work(tiny_models):
+    eng = HFEngine(str(tiny_models["text"]))
+    dec = ContinuousDecoder(eng, max_rows=2)
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        dec.admit([GenRequest(chat(eng, "a"), {"max_tokens": 0})], [lambda r: None])
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        eng.generate_batch([GenRequest(chat(eng, "a"), {"max_tokens": -3})])
+    assert dec.active == 0 and eng.counters["prefill_s"] == 0.0

@@ -75,7 +75,8 @@ def run_rollout_bench(cfg: AppConfig, n_tasks: int = 16, group_size: int = 2) ->
 
     seq_s, seq_engine = _sequential(cfg, policy, specs)
     print(f"(a) sequential loop      : {len(specs) / seq_s:6.2f} episodes/s ({seq_s:.1f}s; engine decode "
-          f"{seq_engine['decode_s']:.1f}s, prefill {seq_engine['prefill_s']:.1f}s)")
+          f"{seq_engine['decode_s']:.1f}s = {1e3 * seq_engine['decode_s'] / max(1, seq_engine['decode_row_steps']):.3f} "
+          f"ms per row-step, prefill {seq_engine['prefill_s']:.1f}s)")
 
     with ray_session(cfg.ray):
         rt = start_runtime(cfg, policy)

@@ -4,11 +4,14 @@ and loads new weights on request.
 
 ``HFEngine`` is the torch core (no Ray); ``EngineActor`` hosts it and serves verl's
 LLM-server interface, ``generate(request_id, *, prompt_ids, sampling_params,
-image_data=None) -> TokenOutput``, batching callers through ``DynamicBatcher``. On GPU
-clusters verl's vLLM/SGLang servers stand behind the same interface.
+image_data=None) -> TokenOutput``. On GPU clusters verl's vLLM/SGLang servers stand
+behind the same interface.
 
-Text policies run our KV-cached sampling loop with per-episode prefix reuse; VL policies
-(a processor next to the weights) go through HF ``generate`` with pixel inputs.
+Text policies run our KV-cached sampling loop with per-episode prefix reuse: here one
+whole batch at a time (``generate_batch``; the actor's ``DynamicBatcher`` with
+``continuous=False``), or continuously in the actor (policy/continuous.py: requests join
+and leave between decode steps). VL policies (a processor next to the weights) go through
+HF ``generate`` with pixel inputs.
 """
 from __future__ import annotations
 

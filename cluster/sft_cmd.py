@@ -28,7 +28,14 @@ def build_sft_data(cfg: AppConfig, root: str, policy: str, out: Path) -> Dict:
     if longest > cfg.episode.max_turns:  # the policy learns episodes it can never finish
         print(f"warning: SFT trajectories have up to {longest} turns but episode.max_turns is "
               f"{cfg.episode.max_turns}: such episodes will stop at the cap (raise episode.max_turns to {longest})")
-    return write_sft_dataset(trajs, AutoTokenizer.from_pretrained(policy), out)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if cfg.sft.word_swap_fraction != 0:  # swap_some refuses a fraction outside [0, 1]
+        from actors.knowledge_base import load_knowledge_base
+        from policy.word_swap import WordSwap, swap_some, vocabulary_pieces
+
+        swapper = WordSwap(vocabulary_pieces(tokenizer), load_knowledge_base())
+        trajs = swap_some(trajs, swapper, cfg.sft.word_swap_fraction, cfg.seed)
+    return write_sft_dataset(trajs, tokenizer, out)
 
 
 def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Path], prefix: str) -> float:

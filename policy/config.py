@@ -54,6 +54,7 @@ class SFTConfig:
 
     variants_per_anomaly: int = 8  # trajectories built per real anomaly image (different N)
     relabel_fraction: float = 0.0  # share of trajectories whose text speaks of another, non-target KB entry
+    word_swap_fraction: float = 0.0  # share of trajectories whose content words become random words (policy/word_swap.py)
     steps: int = 1000  # ~16 min on the 2-core box; the demo runs demo.sft_steps
     batch_size: int = 8
     lr: float = 3.0e-3

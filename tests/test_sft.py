@@ -1,4 +1,8 @@
-"""Trajectory builder and SFT trainer."""
+"""Trajectory builder, word swap and SFT trainer."""
+import json
+import re
+
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,3 +120,64 @@ def test_resume_continues_from_the_saved_step(sft_data, tiny_models, tmp_path):
     b = AutoModelForCausalLM.from_pretrained(rest.checkpoint).state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert rest.last_loss == pytest.approx(full.last_loss, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def swapper(tiny_models):
+    from actors.knowledge_base import load_knowledge_base
+    from policy.word_swap import WordSwap, vocabulary_pieces
+
+    return WordSwap(vocabulary_pieces(AutoTokenizer.from_pretrained(tiny_models["text"])), load_knowledge_base())
+
+
+def _undo(text, table):
+    inverse = {v: k for k, v in table.items()}
+    return re.sub(r"[A-Za-z]+", lambda m: inverse.get(m.group(0), m.group(0)), text)
+
+
+def test_word_swap_replaces_content_words_everywhere_and_keeps_the_structure(trajectories, swapper):
+    from policy.word_swap import protected_words
+
+    t = next(t for t in trajectories if t.n_generations == 3)
+    words = swapper.content_words(t.category, t.defect_type)
+    obj = t.category.split("_")[1]
+    assert obj in words and "syn" not in words
+    assert not set(words) & (protected_words() - set(t.defect_type.split("_")))
+    table = swapper.table(t, np.random.default_rng(0))
+    assert set(table) == set(words) and len(set(table.values())) == len(words)
+    s = swapper.swap(t, table)
+    assert s.category == f"syn_{table[obj]}"
+    text = " ".join([s.category, s.defect_type, *s.turns, json.dumps(s.observations)])
+    assert not any(re.search(rf"(?<![A-Za-z]){w}(?![A-Za-z])", text) for w in words)
+    # a bijection on words: undoing it gives back the trajectory exactly
+    assert [_undo(x, table) for x in s.turns] == t.turns
+    assert json.loads(_undo(json.dumps(s.observations), table)) == t.observations
+    # structure, numbers and tool results unchanged; every turn still parses
+    assert s.tools == t.tools and s.n_generations == t.n_generations
+    assert all(parse_turn(x).format_ok for x in s.turns)
+    for a, b in zip(s.observations, t.observations):
+        assert {k: v for k, v in a.items() if not isinstance(v, str)} == {k: v for k, v in b.items() if not isinstance(v, str)}
+    assert s.turns[2] == t.turns[2]  # "Check image 1." and the quality_eval call hold no content word
+
+
+def test_swap_some_fraction_and_determinism(trajectories, swapper):
+    from policy.word_swap import swap_some
+
+    assert swap_some(trajectories, swapper, 0.0, 0) == list(trajectories)
+    everything = swap_some(trajectories[:6], swapper, 1.0, 0)
+    assert all(s.trajectory_id.endswith("-swap") and s.category != t.category for s, t in zip(everything, trajectories))
+    half = swap_some(trajectories, swapper, 0.5, 3)
+    assert half == swap_some(trajectories, swapper, 0.5, 3)
+    assert 0.25 < sum(s.trajectory_id.endswith("-swap") for s in half) / len(half) < 0.75
+    with pytest.raises(ValueError, match="word_swap_fraction"):
+        swap_some(trajectories, swapper, -0.1, 0)
+
+
+def test_vocabulary_pieces_are_lowercase_words_of_the_tokenizer(tiny_models):
+    from policy.word_swap import vocabulary_pieces
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["text"])
+    pieces = vocabulary_pieces(tok)
+    assert len(pieces) > 200 and all(p.isalpha() and p.islower() for p in pieces)
+    assert all(len(tok.encode(p, add_special_tokens=False)) == 1 or len(tok.encode(" " + p, add_special_tokens=False)) == 1
+               for p in pieces)

@@ -99,6 +99,10 @@ def cmd_sft(cfg: AppConfig, args) -> int:
 
     res = run_sft(cfg, Path(args.out) if args.out else Path(cfg.out_dir) / "sft")
     print(f"SFT checkpoint: {res['checkpoint']} (loss {res['first_loss']:.3f} -> {res['last_loss']:.3f})")
+    decoding = "greedy" if res["eval_temperature"] == 0 else f"temperature {res['eval_temperature']:g}"
+    if res["after_sampled"] is not None:
+        print(f"well-formed after SFT at temperature {res['sampled_temperature']:g}: {res['after_sampled']:.3f}")
+    print(f"well-formed rates below: {decoding} decoding")
     print(f"well_formed_before={res['before']:.3f} well_formed_after={res['after']:.3f}")
     return 0
 

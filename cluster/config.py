@@ -47,6 +47,7 @@ class DemoConfig:
     """What ``make demo`` runs on top of the sections it shares with the other commands."""
 
     sft_steps: int = 400  # SFT steps in the demo (``sft.steps`` is for ``anomalyagent sft``/``train``)
+    sft_word_swap_fraction: float = 0.0  # 400 steps are too few to learn copying swapped words (README, SFT)
     rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
     rl_tasks_per_step: int = 4  # x rollout.group_size episodes per demo GRPO step (``rl.tasks_per_step``: 8)
     eval_tasks: int = 24  # fresh target tasks for the well-formed rate before/after SFT

@@ -66,11 +66,12 @@ def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
             "reward_curve": str(out.parent / "reward_curve.png")}
 
 
-def _with_sft_steps(cfg: AppConfig, steps: int) -> AppConfig:
+def _demo_sft_config(cfg: AppConfig, steps: int) -> AppConfig:
     import copy
 
     cfg = copy.deepcopy(cfg)
     cfg.sft.steps = min(cfg.sft.steps, steps)
+    cfg.sft.word_swap_fraction = cfg.demo.sft_word_swap_fraction
     return cfg
 
 
@@ -86,7 +87,11 @@ def _stage_well_formed(cfg: AppConfig, root: str, base: str, trained: str) -> di
     with cluster_session(cfg):
         before = well_formed_rate(cfg, root, base, None, "before-")
         after = well_formed_rate(cfg, root, trained, None, "after-")
-    return {"tasks": cfg.demo.eval_tasks, "before": round(before, 4), "after": round(after, 4)}
+        t = cfg.sft.eval_sampled_temperature
+        sampled = well_formed_rate(cfg, root, trained, None, "sampled-", t) if t > 0 else None
+    return {"tasks": cfg.demo.eval_tasks, "temperature": cfg.sft.eval_temperature, "before": round(before, 4),
+            "after": round(after, 4), "sampled_temperature": t,
+            "after_sampled": None if sampled is None else round(sampled, 4)}
 
 
 def _stage_synthesize(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
@@ -122,7 +127,7 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     runner.run("splits", lambda: _stage_splits(cfg, data["root"], out))
     models = runner.run("models", lambda: _stage_models(cfg))
     runner.run("tool_chain", lambda: run_tool_chain(cfg, data["root"], out / "tools"))
-    sft = runner.run("sft", lambda: build_and_train(_with_sft_steps(cfg, cfg.demo.sft_steps), data["root"],
+    sft = runner.run("sft", lambda: build_and_train(_demo_sft_config(cfg, cfg.demo.sft_steps), data["root"],
                                                     models["policy"], out / "sft"))
     runner.run("well_formed", lambda: _stage_well_formed(cfg, data["root"], models["policy"], sft["checkpoint"]))
     grpo = runner.run("grpo", lambda: _stage_grpo(cfg, data["root"], sft["checkpoint"], out / "grpo"))

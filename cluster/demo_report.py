@@ -55,9 +55,12 @@ def write_report(out: Path, runner: StageRunner) -> Path:
     lines += [f"| {name} | {rec['seconds']:.1f} |" for name, rec in runner.done.items()]
     lines += [f"| **total** | {sum(r['seconds'] for r in runner.done.values()):.1f} |", ""]
     if wf:
+        decoding = "greedy" if not wf.get("temperature") else f"temperature {wf['temperature']:g}"
+        sampled = ("" if wf.get("after_sampled") is None else
+                   f" Sampled at temperature {wf['sampled_temperature']:g}, after SFT: {wf['after_sampled']:.3f}.")
         lines += ["## SFT (stage 1)", "",
-                  f"Well-formed episodes on {wf['tasks']} fresh target tasks: before SFT {wf['before']:.3f}, "
-                  f"after SFT {wf['after']:.3f}.", ""]
+                  f"Well-formed episodes on {wf['tasks']} fresh target tasks ({decoding}): before SFT {wf['before']:.3f}, "
+                  f"after SFT {wf['after']:.3f}.{sampled}", ""]
     if grpo:
         lines += ["## GRPO (stage 2)", "",
                   f"{grpo['steps']} steps; mean reward of the first 5 steps {grpo['reward_first5']:.4f}, of the last 5 "

@@ -38,7 +38,10 @@ def build_sft_data(cfg: AppConfig, root: str, policy: str, out: Path) -> Dict:
     return write_sft_dataset(trajs, tokenizer, out)
 
 
-def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Path], prefix: str) -> float:
+def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Path], prefix: str,
+                     temperature: Optional[float] = None) -> float:
+    """Share of well-formed episodes on ``sft.eval_tasks`` fresh target tasks, sampled at
+    ``temperature`` (default ``sft.eval_temperature``; 0 is greedy)."""
     import copy
 
     from cluster.demo_rollout import well_formed
@@ -47,7 +50,7 @@ def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Pat
     from rollout.tasks import make_tasks
 
     cfg = copy.deepcopy(cfg)
-    cfg.episode.temperature = cfg.sft.eval_temperature
+    cfg.episode.temperature = cfg.sft.eval_temperature if temperature is None else temperature
     ds = open_dataset(cfg.data.format, root, cfg.data.target_categories)
     n_types = sum(len(ds.defect_types(c)) for c in ds.categories)
     tasks = make_tasks(ds, ds.categories, per_defect=math.ceil(cfg.sft.eval_tasks / max(1, n_types)),
@@ -88,4 +91,8 @@ def run_sft(cfg: AppConfig, out: Path) -> Dict:
     with ray_session(cfg.ray):
         before = runner.run("well_formed_before", lambda: {"rate": well_formed_rate(cfg, root, base, None, "before-")})
         after = runner.run("well_formed_after", lambda: {"rate": well_formed_rate(cfg, root, trained["checkpoint"], None, "after-")})
-    return {"before": before["rate"], "after": after["rate"], **trained}
+        t = cfg.sft.eval_sampled_temperature
+        sampled = runner.run("well_formed_after_sampled", lambda: {
+            "temperature": t, "rate": well_formed_rate(cfg, root, trained["checkpoint"], None, "sampled-", t) if t > 0 else None})
+    return {"before": before["rate"], "after": after["rate"], "eval_temperature": cfg.sft.eval_temperature,
+            "after_sampled": sampled["rate"], "sampled_temperature": sampled["temperature"], **trained}

@@ -52,10 +52,10 @@ class PolicyConfig:
 class SFTConfig:
     """Stage 1. ``steps`` optimizer steps over the trajectory set, ``batch_size`` trajectories each."""
 
-    variants_per_anomaly: int = 8  # trajectories built per real anomaly image (different N)
+    variants_per_anomaly: int = 16  # trajectories built per real anomaly image (different N)
     relabel_fraction: float = 0.0  # share of trajectories whose text speaks of another, non-target KB entry
-    word_swap_fraction: float = 0.0  # share of trajectories whose content words become random words (policy/word_swap.py)
-    steps: int = 1000  # ~16 min on the 2-core box; the demo runs demo.sft_steps
+    word_swap_fraction: float = 0.5  # share of trajectories whose content words become random words (policy/word_swap.py)
+    steps: int = 2000  # ~28 min on the 2-core box; the demo runs demo.sft_steps
     batch_size: int = 8
     lr: float = 3.0e-3
     min_lr_ratio: float = 0.1
@@ -67,7 +67,8 @@ class SFTConfig:
     log_every: int = 10
     resume: str = "auto"  # auto | disable | a checkpoint path
     eval_tasks: int = 64  # fresh target tasks for the well-formed rate
-    eval_temperature: float = 1.0
+    eval_temperature: float = 0.0  # the headline rate: greedy, as verl validates (val_kwargs.do_sample=False)
+    eval_sampled_temperature: float = 1.0  # also reported after SFT: the RL rollout temperature (0 skips it)
 
 
 @dataclass

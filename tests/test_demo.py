@@ -31,7 +31,9 @@ def test_demo_end_to_end_then_resume(tmp_path, capsys):
     for png in ("reward_curve.png", "samples.png", "per_category.png", "tools/tool_chain.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 100, png
-    assert stages["well_formed"]["result"]["tasks"] == 4
+    wf = stages["well_formed"]["result"]
+    assert wf["tasks"] == 4 and wf["temperature"] == 0.0 and 0 <= wf["after_sampled"] <= 1
+    assert "(greedy)" in report and "Sampled at temperature 1" in report
     assert stages["grpo"]["result"]["steps"] == 2
     syn = stages["synthesize"]["result"]
     assert syn["samples"] == 2 * 3 * 2 and sum(syn["all_sources"].values()) == 12

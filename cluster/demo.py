@@ -80,17 +80,16 @@ def _stage_well_formed(cfg: AppConfig, root: str, base: str, trained: str) -> di
     import copy
 
     from cluster.ray_session import cluster_session
-    from cluster.sft_cmd import well_formed_rate
+    from cluster.sft_cmd import sampled_rate, well_formed_rate
 
     cfg = copy.deepcopy(cfg)
     cfg.sft.eval_tasks = cfg.demo.eval_tasks
     with cluster_session(cfg):
         before = well_formed_rate(cfg, root, base, None, "before-")
         after = well_formed_rate(cfg, root, trained, None, "after-")
-        t = cfg.sft.eval_sampled_temperature
-        sampled = well_formed_rate(cfg, root, trained, None, "sampled-", t) if t > 0 else None
+        sampled = sampled_rate(cfg, root, trained)
     return {"tasks": cfg.demo.eval_tasks, "temperature": cfg.sft.eval_temperature, "before": round(before, 4),
-            "after": round(after, 4), "sampled_temperature": t,
+            "after": round(after, 4), "sampled_temperature": cfg.sft.eval_sampled_temperature,
             "after_sampled": None if sampled is None else round(sampled, 4)}
 
 

@@ -63,6 +63,12 @@ def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Pat
     return sum(well_formed(r) for r in report.records) / max(1, len(report.records))
 
 
+def sampled_rate(cfg: AppConfig, root: str, policy: str) -> Optional[float]:
+    """The well-formed rate at ``sft.eval_sampled_temperature`` (None when that is 0)."""
+    t = cfg.sft.eval_sampled_temperature
+    return well_formed_rate(cfg, root, policy, None, "sampled-", t) if t > 0 else None
+
+
 def build_and_train(cfg: AppConfig, root: str, base: str, out: Path) -> Dict:
     """Stage 1 into one folder: trajectories in ``out/sft_data`` (built once), checkpoints in
     ``out/checkpoints`` (training resumes per ``sft.resume``)."""
@@ -91,8 +97,7 @@ def run_sft(cfg: AppConfig, out: Path) -> Dict:
     with ray_session(cfg.ray):
         before = runner.run("well_formed_before", lambda: {"rate": well_formed_rate(cfg, root, base, None, "before-")})
         after = runner.run("well_formed_after", lambda: {"rate": well_formed_rate(cfg, root, trained["checkpoint"], None, "after-")})
-        t = cfg.sft.eval_sampled_temperature
         sampled = runner.run("well_formed_after_sampled", lambda: {
-            "temperature": t, "rate": well_formed_rate(cfg, root, trained["checkpoint"], None, "sampled-", t) if t > 0 else None})
+            "temperature": cfg.sft.eval_sampled_temperature, "rate": sampled_rate(cfg, root, trained["checkpoint"])})
     return {"before": before["rate"], "after": after["rate"], "eval_temperature": cfg.sft.eval_temperature,
             "after_sampled": sampled["rate"], "sampled_temperature": sampled["temperature"], **trained}

@@ -49,7 +49,7 @@ class QualityEvalConfig:
     backend: str = "metric"  # metric | vlm
     model: Optional[str] = None  # VLM judge, local path or hub id
     max_new_tokens: int = 96
-    pass_threshold: float = 3.5  # mean of location and quality that counts as passing
+    pass_score: float = 3.5  # a generation passes when location and quality both reach it
     resources: ActorResources = field(default_factory=ActorResources)
 
 

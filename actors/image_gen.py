@@ -1,7 +1,8 @@
 """IG — image generation: edit the normal image inside a region to add the described defect.
 
 ``procedural`` (CPU default, no weights): the prompt's shape, colour, size and contrast
-words drive ``actors.procedural``; deterministic by seed.
+words drive ``actors.procedural``; deterministic by seed; the defect is confined to the
+object's foreground (MG's classical foreground).
 ``diffusers``: an inpainting pipeline (SD-2/SDXL inpainting, FLUX Fill) loaded with
 ``AutoPipelineForInpainting.from_pretrained`` from a local path or hub id. Concurrent
 requests run as one batched pipeline call; the result is pasted back inside the region
@@ -36,7 +37,7 @@ SCHEMA = {
 }
 
 
-def resolve_region(req: ToolRequest, image: np.ndarray, size_word: str, tool: str):
+def resolve_region(req: ToolRequest, image: np.ndarray, size_word: str, tool: str, foreground=None):
     """Pixel box from the normalized ``region`` argument, or one placed on the object."""
     h, w = image.shape[:2]
     if "region" in req.arguments:
@@ -45,7 +46,8 @@ def resolve_region(req: ToolRequest, image: np.ndarray, size_word: str, tool: st
         except ValueError as e:
             raise ToolError("invalid_arguments", str(e), "region", tool) from None
     rng = np.random.default_rng(req.arguments.get("seed", 0))
-    return place_on(classical_foreground(image), int(SIDE_FRACTION[size_word] * min(h, w)), rng)
+    fg = classical_foreground(image) if foreground is None else foreground
+    return place_on(fg, int(SIDE_FRACTION[size_word] * min(h, w)), rng)
 
 
 class ProceduralImageGen(Tool):
@@ -57,8 +59,9 @@ class ProceduralImageGen(Tool):
     def run_one(self, req: ToolRequest) -> dict:
         image = check_image(self.name, "image", req.images.get("image"))
         words = parse_prompt(req.arguments["prompt"])
-        box = resolve_region(req, image, words.size, self.name)
-        edited, alpha = render_defect(image, box, words.spec(), req.arguments.get("seed", 0))
+        foreground = classical_foreground(image)
+        box = resolve_region(req, image, words.size, self.name, foreground)
+        edited, alpha = render_defect(image, box, words.spec(), req.arguments.get("seed", 0), allowed=foreground)
         h, w = image.shape[:2]
         return {"image": edited, "region": list(to_normalized(box, w, h)), "region_px": list(box),
                 "understood": list(words.matched)}

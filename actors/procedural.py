@@ -9,7 +9,7 @@ not a flat paste. Everything is deterministic given the seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -90,29 +90,26 @@ def _paint_hole(rng, alpha, box, spec):
     _ellipse(rng, alpha, box, spec.size * 0.7)
 
 
-def _blob_field(rng, shape, box, size, n_centres):
-    """Irregular soft blob: a sum of jittered Gaussians inside the box."""
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    x0, y0, x1, y1 = box
-    field = np.zeros(shape, np.float32)
-    rad = max(1.0, size * min(x1 - x0, y1 - y0) / 3.0)
-    for _ in range(n_centres):
-        cx, cy = rng.uniform(x0 + rad * 0.6, x1 - rad * 0.6), rng.uniform(y0 + rad * 0.6, y1 - rad * 0.6)
-        r = rad * rng.uniform(0.5, 1.0)
-        field += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
-    return field
-
-
 def _paint_spot(rng, alpha, box, spec):
-    field = _blob_field(rng, alpha.shape, box, spec.size, 4)
+    """One irregular stain: a few Gaussians jittered around a common centre, so the field
+    stays one connected mark instead of a chain of dots."""
+    x0, y0, x1, y1 = box
+    h, w = alpha.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rad = max(1.5, spec.size * min(x1 - x0, y1 - y0) / 3.0)
+    cx, cy = rng.uniform(x0 + 1.2 * rad, max(x0 + 1.2 * rad + 1, x1 - 1.2 * rad)), rng.uniform(y0 + 1.2 * rad, max(y0 + 1.2 * rad + 1, y1 - 1.2 * rad))
+    field = np.zeros(alpha.shape, np.float32)
+    for _ in range(4):
+        px, py = cx + rng.uniform(-0.5, 0.5) * rad, cy + rng.uniform(-0.5, 0.5) * rad
+        r = rad * rng.uniform(0.6, 1.0)
+        field += np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * r * r))
     alpha[:] = np.maximum(alpha, np.clip((field - 0.5) * 2.5, 0, 1))
 
 
 def _paint_contamination(rng, alpha, box, spec):
     x0, y0, x1, y1 = box
-    for _ in range(int(3 + 6 * spec.size)):
-        r = max(1, int(rng.uniform(0.03, 0.09) * min(x1 - x0, y1 - y0)))
+    for _ in range(int(4 + 6 * spec.size)):
+        r = max(1, int(round(rng.uniform(0.04, 0.09) * min(x1 - x0, y1 - y0))))
         c = (int(rng.uniform(x0 + r, max(x0 + r + 1, x1 - r))), int(rng.uniform(y0 + r, max(y0 + r + 1, y1 - r))))
         cv2.circle(alpha, c, r, 1.0, -1, cv2.LINE_AA)
 
@@ -164,8 +161,10 @@ def _geometric_target(img: np.ndarray, box: Box, spec: DefectSpec, rng) -> np.nd
     return out
 
 
-def render_defect(image: np.ndarray, box: Box, spec: DefectSpec, seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Draw ``spec`` inside ``box`` of an HxWx3 uint8 image.
+def render_defect(image: np.ndarray, box: Box, spec: DefectSpec, seed: int,
+                  allowed: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Draw ``spec`` inside ``box`` of an HxWx3 uint8 image; ``allowed`` (HxW bool, e.g. the
+    object's foreground) confines the defect further, so nothing is painted off the object.
 
     Returns the edited image (uint8) and the defect's alpha map (float32 in [0, 1]); the
     anomaly mask is ``alpha > 0.5``.
@@ -181,6 +180,8 @@ def render_defect(image: np.ndarray, box: Box, spec: DefectSpec, seed: int) -> T
     alpha = np.zeros((h, w), np.float32)
     _PAINTERS[spec.shape](rng, alpha, (x0, y0, x1, y1), spec)
     alpha[:y0], alpha[y1:], alpha[:, :x0], alpha[:, x1:] = 0, 0, 0, 0
+    if allowed is not None:
+        alpha *= allowed.astype(np.float32)
     if spec.shape in ("dent", "fold", "bent", "misplaced"):
         target = _geometric_target(image, (x0, y0, x1, y1), spec, rng)
     else:

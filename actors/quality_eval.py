@@ -1,15 +1,18 @@
-"""QE — quality evaluation: ``location_score`` 0–5, ``quality_score`` 0–5 and a one-sentence
-``review`` that says what to change.
+"""QE — quality evaluation: ``location_score`` 0–5, ``quality_score`` 0–5, ``pass`` and a
+one-sentence ``review`` that names what to change.
 
-``metric`` (CPU default) measures proxies on the change between normal and edited image:
-- location: share of the changed pixels that lie on the object and inside the asked region;
-- visibility: how far the change stands above the normal image's local variation;
-- seam: whether the change runs along the region border (a pasted box);
-- agreement with the knowledge entry of the asked defect type: shape (line-like, blob-like
-  or scattered), colour of the changed pixels, size of the changed area.
-``vlm``: a VLM judge with a fixed rubric; scores parsed robustly (JSON, ``key: value`` or
-the first two numbers); an answer with no scores is a ``bad_output`` error, not a guess.
-The judge model is reached only through ``_generate``.
+A generation passes when *both* scores reach ``pass_score`` (``passes``): a defect of the
+right type in the wrong place fails, and so does a well-placed mark of the wrong type —
+the mean of the two used to let a blob asked to be a crack through.
+
+``metric`` (CPU default) scores the *requested* type from measurements
+(actors/defect_measure.py): location is the share of the change on the object and inside
+the asked region; quality is visibility × shape × colour × size (× seam), a product, so a
+single wrong property fails the whole and the review names it in the words the IG
+understands. Calibrated on the real anomalies of a dataset with ``anomalyagent bench judge``.
+``vlm``: a VLM judge with the same rubric in words; scores parsed robustly (JSON, ``key:
+value`` or the first two numbers); an answer with no scores is a ``bad_output`` error, not a
+guess. The judge model is reached only through ``_generate``.
 """
 from __future__ import annotations
 
@@ -18,16 +21,15 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
+from actors.defect_measure import Match, Measurement, expected_extent, match, measure, shape_group
 from actors.defect_words import SHAPE_WORDS
 from actors.errors import ToolError
 from actors.knowledge_base import KnowledgeBase, KnowledgeEntry, load_knowledge_base
 from actors.mask_gen import classical_foreground
-from actors.procedural import COLOURS, SIZES
 from actors.prompt_gen import task_entry
-from actors.regions import SIDE_FRACTION, box_mask
+from actors.regions import box_mask
 from actors.schema import check_image
 from actors.tool import BatchedTool, Tool, ToolRequest
 
@@ -36,115 +38,98 @@ SCHEMA = {
     "properties": {"image_index": {"type": "integer", "minimum": 1}},
     "additionalProperties": False,
 }
-LINE_SHAPES = {"scratch", "cut", "crack", "fold"}
-SCATTERED_SHAPES = {"contamination"}
-GEOMETRIC_SHAPES = {"dent", "fold", "bent", "misplaced"}  # no colour of their own
+PASS_SCORE = 3.5
+RESULT_KEYS = {"location_score": "number", "quality_score": "number", "review": "str", "pass": "bool"}
 
 
-def shape_group(shape: str) -> str:
-    return "line" if shape in LINE_SHAPES else "scattered" if shape in SCATTERED_SHAPES else "blob"
+def passes(score: Dict[str, object], pass_score: float = PASS_SCORE) -> bool:
+    """Both scores at or above ``pass_score``."""
+    return min(float(score["location_score"]), float(score["quality_score"])) >= pass_score
 
 
 @dataclass(frozen=True)
-class Measurements:
-    """What the metric judge measured; each factor in [0, 1]."""
+class Verdict:
+    """The metric judge's scores for one (image, requested type), with what it measured."""
 
-    on_object: float
-    in_region: float
-    visibility: float
-    seam_ok: float
-    shape: float
-    colour: float
-    size: float
-    measured_group: str
-    measured_extent: float
+    location_score: float
+    quality_score: float
+    review: str
+    passed: bool
+    measurement: Optional[Measurement]
+    match: Optional[Match]
 
-
-def _measure(normal: np.ndarray, edited: np.ndarray, region, entry: KnowledgeEntry) -> Optional[Measurements]:
-    diff = np.abs(edited.astype(np.float32) - normal.astype(np.float32)).max(axis=2)
-    changed = diff > 0.08 * 255
-    if changed.sum() < 3:
-        return None
-    h, w = changed.shape
-    fg = classical_foreground(normal)
-    on_object = float((changed & fg).sum() / changed.sum())
-    in_region = float((changed & box_mask(region, changed.shape)).sum() / changed.sum()) if region else 1.0
-    # visibility: change magnitude against the normal image's own local variation
-    gray = normal.astype(np.float32).mean(axis=2)
-    local_sd = float(np.sqrt(max(cv2.GaussianBlur(gray * gray, (0, 0), 2)[changed].mean()
-                                 - cv2.GaussianBlur(gray, (0, 0), 2)[changed].mean() ** 2, 0)))
-    visibility = float(np.clip((diff[changed].mean() - local_sd) / 45.0, 0, 1))
-    seam_ok = 1.0
-    if region:
-        x0, y0, x1, y1 = region
-        band = box_mask(region, changed.shape) & ~box_mask((x0 + 1, y0 + 1, max(x0 + 2, x1 - 1), max(y0 + 2, y1 - 1)), changed.shape)
-        seam_ok = float(1.0 - np.clip(changed[band].mean() * 2.0, 0, 1))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(changed.astype(np.uint8), connectivity=8)
-    sizes = stats[1:, cv2.CC_STAT_AREA]
-    big = int(np.argmax(sizes)) + 1
-    significant = int((sizes >= max(2, 0.05 * sizes.max())).sum())
-    ys, xs = np.nonzero(labels == big)
-    cov = np.cov(np.stack([xs, ys]).astype(np.float64)) if len(xs) > 2 else np.eye(2)
-    ev = np.sort(np.linalg.eigvalsh(cov + 1e-3 * np.eye(2)))
-    elongation = float(np.sqrt(ev[1] / ev[0]))
-    if significant >= 3 and elongation < 4:
-        group = "scattered"
-    elif elongation >= 2.5:
-        group = "line"
-    else:
-        group = "blob"
-    shape = 1.0 if group == shape_group(entry.shape) else 0.25
-    if entry.shape in GEOMETRIC_SHAPES or entry.colour == "mixed":
-        colour = 1.0
-    else:
-        mean_rgb = edited[changed].astype(np.float32).mean(axis=0)
-        colour = float(np.clip(1.0 - np.linalg.norm(mean_rgb - np.array(COLOURS[entry.colour], np.float32)) / 220.0, 0, 1))
-    ys_all, xs_all = np.nonzero(changed)
-    extent = float(max(xs_all.max() - xs_all.min() + 1, ys_all.max() - ys_all.min() + 1) / min(h, w))
-    expected = SIDE_FRACTION[entry.size] * SIZES[entry.size]
-    size = float(np.exp(-abs(np.log(extent / expected))))
-    return Measurements(on_object, in_region, visibility, seam_ok, shape, colour, size, group, extent)
+    def result(self) -> dict:
+        return {"location_score": self.location_score, "quality_score": self.quality_score,
+                "review": self.review, "pass": self.passed}
 
 
-_WEIGHTS = {"visibility": 0.35, "seam_ok": 0.15, "shape": 0.25, "colour": 0.15, "size": 0.10}
+def _seam(m: Measurement, region) -> float:
+    """1 unless the change runs along the region border (a pasted box)."""
+    if region is None:
+        return 1.0
+    x0, y0, x1, y1 = region
+    band = box_mask(region, m.changed.shape) & ~box_mask((x0 + 1, y0 + 1, max(x0 + 2, x1 - 1), max(y0 + 2, y1 - 1)),
+                                                        m.changed.shape)
+    share = float(m.changed[band].mean()) if band.any() else 0.0
+    return float(np.clip(1.0 - 2.0 * max(0.0, share - 0.3), 0.0, 1.0))
 
 
-def _review(m: Measurements, entry: KnowledgeEntry, location: float) -> str:
-    if location < 3.0:
-        return f"Move the region onto the {entry.category}: this defect belongs {entry.location}."
-    gaps = {k: _WEIGHTS[k] * (1 - getattr(m, k)) for k in _WEIGHTS}
-    worst = max(gaps, key=gaps.get)
-    if gaps[worst] < 0.04:
-        return "Realistic and well placed; keep this defect."
-    word = SHAPE_WORDS[entry.shape][0]
-    expected = SIDE_FRACTION[entry.size] * SIZES[entry.size]
-    return {
-        "visibility": "Make the defect more visible: use a sharper contrast or a stronger colour.",
-        "seam_ok": "Blend the edit into its surroundings: the region border shows a seam.",
-        "shape": f"The defect should look like a {word}, not a {m.measured_group}-shaped mark.",
-        "colour": f"Use a {entry.colour} colour for the {entry.defect.replace('_', ' ')}.",
-        "size": f"Make the defect {'larger' if m.measured_extent < expected else 'smaller'}: it should be {entry.size}.",
-    }[worst]
+# The review sentences (word swap keeps their words: policy/word_swap.py reads this table).
+REVIEWS = {
+    "none": "No visible change: describe a larger or higher-contrast defect.",
+    "off_object": "Move the defect onto the {category}: it belongs {location}.",
+    "outside": "Keep the defect inside the asked region.",
+    "good": "Realistic and well placed; keep this defect.",
+    "visibility": "Make the defect more visible: sharp high contrast.",
+    "shape": "The defect should look like a {word} ({group}), not a {measured}-shaped mark.",
+    "colour": "Use a {colour} colour for the {name}.",
+    "size": "Make the defect {direction}: it should be {size}.",
+    "seam": "Blend the edit into its surroundings: the region border shows a seam.",
+}
+
+
+def _review(m: Measurement, t: Match, seam: float, entry: KnowledgeEntry, location: float, quality: float,
+            pass_score: float) -> str:
+    if location < pass_score:
+        if m.on_object < 0.85:
+            return REVIEWS["off_object"].format(category=entry.category, location=entry.location)
+        return REVIEWS["outside"]
+    if quality >= pass_score:
+        return REVIEWS["good"]
+    worst, _ = min([t.worst(), ("seam", seam)], key=lambda kv: kv[1])
+    larger = m.extent < expected_extent(entry.shape, entry.size)
+    return REVIEWS[worst].format(word=SHAPE_WORDS[entry.shape][0], group=t.expected_group, measured=m.group,
+                                 colour=entry.colour, name=entry.defect.replace("_", " "),
+                                 direction="larger" if larger else "smaller", size=entry.size)
+
+
+def judge(normal: np.ndarray, edited: np.ndarray, region, entry: KnowledgeEntry, pass_score: float = PASS_SCORE,
+          foreground: Optional[np.ndarray] = None) -> Verdict:
+    """Score ``edited`` as a defect of ``entry``'s type on ``normal`` (the metric rubric)."""
+    fg = classical_foreground(normal) if foreground is None else foreground
+    m = measure(normal, edited, region, fg)
+    if m is None:
+        return Verdict(0.0, 0.0, REVIEWS["none"], False, None, None)
+    t = match(m, entry)
+    seam = _seam(m, region)
+    location = round(5.0 * min(1.0, m.on_object / 0.85) * min(1.0, m.in_region / 0.9), 2)
+    quality = round(5.0 * t.visibility * t.fidelity * seam, 2)
+    passed = min(location, quality) >= pass_score
+    return Verdict(location, quality, _review(m, t, seam, entry, location, quality, pass_score), passed, m, t)
 
 
 class MetricJudge(Tool):
     name = "quality_eval"
-    result_keys = {"location_score": "number", "quality_score": "number", "review": "str"}
+    result_keys = RESULT_KEYS
     schema = SCHEMA
     required_images = ("normal", "edited")
 
-    def __init__(self, kb: Optional[KnowledgeBase] = None):
+    def __init__(self, kb: Optional[KnowledgeBase] = None, pass_score: float = PASS_SCORE):
         self.kb = kb or load_knowledge_base()
+        self.pass_score = pass_score
 
-    def score(self, normal, edited, region, entry: KnowledgeEntry) -> Tuple[dict, Optional[Measurements]]:
-        m = _measure(normal, edited, region, entry)
-        if m is None:
-            return {"location_score": 0.0, "quality_score": 0.0,
-                    "review": "No visible change: describe a larger or higher-contrast defect."}, None
-        location = 5.0 * m.on_object * (0.5 + 0.5 * m.in_region)
-        quality = 5.0 * sum(w * getattr(m, k) for k, w in _WEIGHTS.items())
-        return {"location_score": round(location, 2), "quality_score": round(quality, 2),
-                "review": _review(m, entry, location)}, m
+    def score(self, normal, edited, region, entry: KnowledgeEntry) -> Verdict:
+        return judge(normal, edited, region, entry, self.pass_score)
 
     def run_one(self, req: ToolRequest) -> dict:
         normal = check_image(self.name, "normal", req.images.get("normal"))
@@ -153,14 +138,16 @@ class MetricJudge(Tool):
             raise ToolError("invalid_arguments", "edited image differs in size from the normal image", "image_index", self.name)
         entry = task_entry(self.kb, self.name, req)
         region = req.context.get("region_px")
-        return self.score(normal, edited, tuple(region) if region is not None else None, entry)[0]
+        return self.score(normal, edited, tuple(region) if region is not None else None, entry).result()
 
 
 RUBRIC = (
     "You judge a synthetic industrial defect. The first image is the normal {category}; the second was edited "
-    "to show a '{defect}' defect ({knowledge}). Score location_score 0-5 (is the defect where such defects "
-    "occur, on the object?) and quality_score 0-5 (is it realistic, visible, well blended, the right type?). "
-    'Answer as JSON: {{"location_score": x, "quality_score": y, "review": "one sentence on what to change"}}'
+    "to show a '{defect}' defect ({knowledge}). Score location_score 0-5: is the change on the object, where "
+    "such defects occur, and nowhere else? Score quality_score 0-5: is it clearly visible, of the right shape "
+    "({shape}), colour ({colour}) and size ({size}), and blended without a seam? A defect of another type, or no "
+    "visible change, scores below {pass_score} whatever its realism. "
+    'Answer as JSON: {{"location_score": x, "quality_score": y, "review": "one sentence naming what to change"}}'
 )
 _NUM = r"(\d+(?:\.\d+)?)"
 
@@ -199,14 +186,22 @@ def parse_judge_output(text: str) -> Dict[str, object]:
             "review": review[:300]}
 
 
+def rubric(entry: KnowledgeEntry, pass_score: float = PASS_SCORE) -> str:
+    return RUBRIC.format(category=entry.category, defect=entry.defect.replace("_", " "), knowledge=entry.appearance,
+                         shape=f"{SHAPE_WORDS[entry.shape][0]}, {shape_group(entry.shape)}-shaped", colour=entry.colour,
+                         size=entry.size, pass_score=pass_score)
+
+
 class VLMJudge(BatchedTool):
     name = "quality_eval"
-    result_keys = {"location_score": "number", "quality_score": "number", "review": "str"}
+    result_keys = RESULT_KEYS
     schema = SCHEMA
     required_images = ("normal", "edited")
 
-    def __init__(self, model: str, max_new_tokens: int = 96, kb: Optional[KnowledgeBase] = None):
+    def __init__(self, model: str, max_new_tokens: int = 96, kb: Optional[KnowledgeBase] = None,
+                 pass_score: float = PASS_SCORE):
         self.kb = kb or load_knowledge_base()
+        self.pass_score = pass_score
         self.model_path, self.max_new_tokens = model, max_new_tokens
         self._model = self._proc = None
 
@@ -244,11 +239,12 @@ class VLMJudge(BatchedTool):
                 results[i] = err
                 continue
             todo.append(i)
-            prompts.append(RUBRIC.format(category=e.category, defect=e.defect.replace("_", " "), knowledge=e.appearance))
+            prompts.append(rubric(e, self.pass_score))
             pairs.append((normal, edited))
         for i, text in zip(todo, self._generate(prompts, pairs) if todo else []):
             try:
-                results[i] = parse_judge_output(text)
+                out = parse_judge_output(text)
+                results[i] = {**out, "pass": passes(out, self.pass_score)}
             except ValueError as err:
                 results[i] = ToolError("bad_output", str(err), None, self.name)
         return results

@@ -37,10 +37,10 @@ def build_tool(name: str, tools: ToolsConfig, **inject: Any) -> Tool:
         if c.backend == "vlm":
             from actors.quality_eval import VLMJudge
 
-            return VLMJudge(c.model, c.max_new_tokens)
+            return VLMJudge(c.model, c.max_new_tokens, pass_score=c.pass_score)
         from actors.quality_eval import MetricJudge
 
-        return MetricJudge()
+        return MetricJudge(pass_score=c.pass_score)
     if name == "knowledge":
         from actors.knowledge import KnowledgeRetriever
 

@@ -52,7 +52,7 @@ def check_image(tool: str, name: str, image: Any) -> np.ndarray:
 
 
 _KINDS = {"array": (np.ndarray,), "list": (list, tuple), "number": (int, float, np.integer, np.floating),
-          "str": (str,)}
+          "str": (str,), "bool": (bool, np.bool_)}
 
 
 def check_result(tool: str, result_keys: dict, result: Any) -> None:
@@ -62,5 +62,5 @@ def check_result(tool: str, result_keys: dict, result: Any) -> None:
     for key, kind in result_keys.items():
         if key not in result:
             raise ToolError("bad_output", f"the tool's result lacks '{key}'", key, tool)
-        if not isinstance(result[key], _KINDS[kind]) or isinstance(result[key], bool):
+        if not isinstance(result[key], _KINDS[kind]) or (kind != "bool" and isinstance(result[key], bool)):
             raise ToolError("bad_output", f"the tool's '{key}' is {type(result[key]).__name__}, not {kind}", key, tool)

@@ -28,7 +28,7 @@ class Tool(ABC):
     name: str = "tool"
     schema: dict = {"type": "object"}
     required_images: Sequence[str] = ()
-    result_keys: Dict[str, str] = {}  # key -> kind ("array", "list", "number", "str") the episode reads
+    result_keys: Dict[str, str] = {}  # key -> kind ("array", "list", "number", "str", "bool") the episode reads
 
     @abstractmethod
     def run_one(self, req: ToolRequest) -> dict:

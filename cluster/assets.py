@@ -41,10 +41,10 @@ def dataset_root(cfg: AppConfig) -> Path:
     """The configured dataset root, or the synthetic dataset built in the cache."""
     if cfg.data.root:
         return Path(cfg.data.root).expanduser()
-    from rollout.data.synthetic import make_dataset
+    from rollout.data.synthetic import DATA_VERSION, make_dataset
 
     syn = cfg.data.synthetic
-    key = _digest({"seed": cfg.seed, **asdict(syn)})
+    key = _digest({"seed": cfg.seed, "version": DATA_VERSION, **asdict(syn)})
     return build_once(cfg.cache_path / "data" / f"synthetic-{key}",
                       lambda tmp: make_dataset(tmp, seed=cfg.seed, cfg=syn))
 

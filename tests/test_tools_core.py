@@ -144,7 +144,7 @@ def test_qe_matching_prompt_beats_mismatched(category, defect):
     img = normal_image(category, 4, 96).image
     entry = KB.get(category, defect)
     mismatched = "a large blue spot, subtle" if entry.shape != "spot" else "a thin white scratch, subtle"
-    region = [0.35, 0.35, 0.65, 0.65]
+    region = [0.1, 0.38, 0.3, 0.62] if category == "syn_washer" else [0.35, 0.35, 0.65, 0.65]  # on the ring
     judge = MetricJudge()
     ctx = {"category": category, "defect_type": defect}
     scores = {}
@@ -156,15 +156,23 @@ def test_qe_matching_prompt_beats_mismatched(category, defect):
 
 
 def test_qe_region_off_the_object_loses_location(pill):
+    """An editor that paints off the object (ours confines the defect to the foreground)."""
+    from actors.procedural import render_defect, spec_from_words
+
     judge = MetricJudge()
     ctx = {"category": "syn_pill", "defect_type": "stain"}
     results = {}
-    for label, region in (("on", [0.4, 0.4, 0.6, 0.6]), ("off", [0.0, 0.0, 0.2, 0.2])):
-        out = edit(pill.image, "a small red stain", 1, region)
-        results[label] = judge.run_one(ToolRequest({}, {"normal": pill.image, "edited": out["image"]},
-                                                   {**ctx, "region_px": out["region_px"]}))
-    assert results["on"]["location_score"] >= 4.5 and results["off"]["location_score"] <= 1.0
-    assert "Move the region onto the syn_pill" in results["off"]["review"]
+    for label, box in (("on", (34, 34, 61, 61)), ("off", (0, 0, 27, 27))):
+        edited, _ = render_defect(pill.image, box, spec_from_words("spot", "red", "small", "medium"), 1)
+        results[label] = judge.run_one(ToolRequest({}, {"normal": pill.image, "edited": edited}, {**ctx, "region_px": list(box)}))
+    assert results["on"]["location_score"] >= 4.5 and results["on"]["pass"]
+    assert results["off"]["location_score"] <= 1.0 and not results["off"]["pass"]
+    assert "Move the defect onto the syn_pill" in results["off"]["review"]
+
+
+def test_ig_never_paints_off_the_object(pill):
+    out = edit(pill.image, "a small red stain", 1, [0.0, 0.0, 0.2, 0.2])
+    assert np.array_equal(out["image"][~pill.foreground], pill.image[~pill.foreground])
 
 
 def test_qe_scores_in_range_and_review_is_one_sentence(pill):

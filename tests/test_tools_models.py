@@ -111,10 +111,13 @@ def test_vlm_judge_with_scripted_outputs(pill):
     ctx = {"category": "syn_pill", "defect_type": "crack"}
     reqs = [ToolRequest({}, {"normal": pill.image, "edited": pill.image}, ctx)] * 2
     good, bad = judge.run_batch(reqs)
-    assert good == {"location_score": 4.0, "quality_score": 2.0, "review": "Make it darker."}
+    assert good == {"location_score": 4.0, "quality_score": 2.0, "review": "Make it darker.", "pass": False}
     assert isinstance(bad, ToolError) and bad.code == "bad_output"
     prompts, pairs = judge.seen[0]
     assert "crack" in prompts[0] and "syn pill" not in prompts[0] and pairs[0][0] is pill.image
+    assert "crack, line-shaped" in prompts[0] and "below 3.5" in prompts[0]  # the metric judge's rubric, in words
+    ok = ScriptedJudge(['{"location_score": 4, "quality_score": 3.5, "review": "Fine."}']).run_batch(reqs[:1])[0]
+    assert ok["pass"] is True  # both scores reach pass_score
 
 
 def test_vlm_judge_runs_the_tiny_vl_model(tiny_models, pill):

@@ -23,6 +23,8 @@ from actors.procedural import render_defect, spec_from_words
 from actors.regions import SIDE_FRACTION, place_on
 from rollout.config import SyntheticDataConfig
 
+# bumped when the drawing or the synthetic knowledge entries change: the cache key follows it
+DATA_VERSION = 3
 ROLES = {"syn_weave": "source", "syn_washer": "source", "syn_marble": "target", "syn_pill": "target"}
 
 
@@ -128,7 +130,7 @@ def make_dataset(out: str | Path, seed: int = 0, cfg: Optional[SyntheticDataConf
         rng = np.random.default_rng(image_seed(seed, cat, defect, i, "box"))
         box = place_on(canvas.foreground, int(SIDE_FRACTION[e.size] * cfg.size), rng)
         edited, alpha = render_defect(canvas.image, box, spec_from_words(e.shape, e.colour, e.size, e.contrast),
-                                      image_seed(seed, cat, defect, i, "defect"))
+                                      image_seed(seed, cat, defect, i, "defect"), allowed=canvas.foreground)
         mask = ((alpha > 0.5) & canvas.foreground) * np.uint8(255)
         if not mask.any():  # the defect fell off the object: keep the mask honest
             mask = (alpha > 0.5) * np.uint8(255)

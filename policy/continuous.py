@@ -32,6 +32,7 @@ class _Row:
     budget: int
     stops: frozenset
     done: Callback
+    constraint: object = None  # rollout.grammar.TurnConstraint, or None
     tokens: List[int] = field(default_factory=list)
     log_probs: List[float] = field(default_factory=list)
 
@@ -77,14 +78,16 @@ class ContinuousDecoder:
             out = eng.model(input_ids=ids.to(eng.device), attention_mask=attn.to(eng.device),
                             position_ids=pos.to(eng.device), past_key_values=past, use_cache=True)
             params = [reqs[i].sampling_params for i in bucket]
-            tok, lp = sample_next(out.logits[:, -1, :], torch.tensor([float(p.get("temperature", 1.0)) for p in params]),
+            constraints = [eng.constraint(p) for p in params]
+            logits = eng.masks.apply(out.logits[:, -1, :], [c.allowed() if c is not None else None for c in constraints])
+            tok, lp = sample_next(logits, torch.tensor([float(p.get("temperature", 1.0)) for p in params]),
                                   torch.tensor([float(p.get("top_p", 1.0)) for p in params]), eng.generator)
             for j, i in enumerate(bucket):
                 cols = torch.nonzero(attn[j]).flatten().to(eng.device)
                 kv = [(layer.keys[j][:, cols], layer.values[j][:, cols]) for layer in past.layers]
                 p = params[j]
                 row = _Row(list(reqs[i].prompt_ids), token_budget(p),
-                           frozenset(p.get("stop_token_ids") or ()) | {eng.eos_id}, callbacks[i])
+                           frozenset(p.get("stop_token_ids") or ()) | {eng.eos_id}, callbacks[i], constraints[j])
                 t_kv = time.perf_counter()
                 slot = self.slots.add(kv)
                 eng.counters["kv_s"] += time.perf_counter() - t_kv
@@ -95,6 +98,8 @@ class ContinuousDecoder:
 
     def _append(self, slot: int, token: int, log_prob: float) -> None:
         row = self.rows[slot]
+        if row.constraint is not None and not row.constraint.done:
+            row.constraint.advance(token)
         row.tokens.append(token)
         row.log_probs.append(log_prob)
         if token in row.stops or len(row.tokens) >= row.budget:
@@ -114,7 +119,7 @@ class ContinuousDecoder:
         self.rows.pop()
         self.engine.counters["kv_s"] += time.perf_counter() - t0
         stop = "completed" if row.tokens[-1] in row.stops else "length"
-        row.done(GenResult(row.tokens, row.log_probs, stop))
+        row.done(GenResult(row.tokens, row.log_probs, stop, row.constraint is not None))
 
     @torch.no_grad()
     def step(self) -> None:
@@ -128,7 +133,11 @@ class ContinuousDecoder:
         ids = torch.tensor([r.tokens[-1] for r in self.rows], device=eng.device)[:, None]
         out = eng.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
         self.slots.end_step()
-        tok, lp = sample_next(out.logits[:, -1, :], self.temperature[:n], self.top_p[:n], eng.generator)
+        logits = out.logits[:, -1, :]
+        if any(r.constraint is not None for r in self.rows):
+            logits = eng.masks.apply(logits, [r.constraint.allowed() if r.constraint is not None and not r.constraint.done
+                                              else None for r in self.rows])
+        tok, lp = sample_next(logits, self.temperature[:n], self.top_p[:n], eng.generator)
         toks, lps = tok.tolist(), lp.tolist()
         for slot in range(n - 1, -1, -1):  # from the end: a finished row takes the last slot's place
             self._append(slot, toks[slot], lps[slot])

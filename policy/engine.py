@@ -25,7 +25,7 @@ import torch
 from actors.batching import DynamicBatcher
 from policy.kv_buffer import preallocated_cache
 from policy.prefix_cache import PrefixCache
-from policy.sampling import sample_next
+from policy.sampling import AllowedMasks, sample_next
 
 
 @dataclass
@@ -40,9 +40,10 @@ class GenResult:
     token_ids: List[int]
     log_probs: List[float]
     stop_reason: str  # completed | length
+    constrained: bool = False  # sampled under the request's turn grammar
 
 
-def _group_key(p: Dict[str, Any]) -> Tuple:
+def _group_key(p: Dict[str, Any]) -> Tuple:  # the grammar is per row, not a group setting
     return (float(p.get("temperature", 1.0)), float(p.get("top_p", 1.0)), tuple(p.get("stop_token_ids") or ()))
 
 
@@ -92,6 +93,7 @@ class HFEngine:
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.weights_version = 0
         self.prefix = PrefixCache(prefix_cache_tokens)
+        self.masks = AllowedMasks()
         # where batch time goes: KV copy-in/out, the first (prefill) forward, the decode steps
         self.counters = {"kv_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0, "decode_row_steps": 0}
 
@@ -132,23 +134,25 @@ class HFEngine:
             self.prefix.store(list(p) + out_tokens[i][:fed], kv)
 
     def _sample(self, prompts: Sequence[List[int]], temperature: float, top_p: float, max_new: Sequence[int],
-                stop_ids: Sequence[int]) -> List[GenResult]:
+                stop_ids: Sequence[int], constraints: Optional[Sequence] = None) -> List[GenResult]:
         """Look up every row's cached prefix, then sample in buckets of similar new-token
         counts: one row that must prefill its whole context (a first turn, an evicted entry)
         would otherwise pad every other row's few new tokens to its length."""
         hits = [self.prefix.lookup(p) for p in prompts]
+        constraints = list(constraints) if constraints is not None else [None] * len(prompts)
         results: List[Optional[GenResult]] = [None] * len(prompts)
         for rows in prefill_buckets([len(p) - c for p, (c, _) in zip(prompts, hits)]):
             outs = self._sample_rows([prompts[i] for i in rows], [hits[i] for i in rows], temperature, top_p,
-                                     [max_new[i] for i in rows], stop_ids)
+                                     [max_new[i] for i in rows], stop_ids, [constraints[i] for i in rows])
             for i, o in zip(rows, outs):
                 results[i] = o
         return results
 
     @torch.no_grad()
     def _sample_rows(self, prompts: Sequence[List[int]], hits, temperature: float, top_p: float,
-                     max_new: Sequence[int], stop_ids: Sequence[int]) -> List[GenResult]:
-        """KV-cached sampling loop over a padded batch; stops per row at a stop id or its own budget."""
+                     max_new: Sequence[int], stop_ids: Sequence[int], constraints: Sequence) -> List[GenResult]:
+        """KV-cached sampling loop over a padded batch; stops per row at a stop id or its own
+        budget; a row with a constraint samples from its allowed ids only."""
         n = len(prompts)
         t0 = time.perf_counter()
         ids, attn, past, context_w = self._batch_inputs(prompts, hits, max(max_new))
@@ -166,7 +170,14 @@ class HFEngine:
             if step == 0:
                 t2 = time.perf_counter()
             past = out.past_key_values
-            tok, tok_lp = sample_next(out.logits[:, -1, :], temperature, top_p, self.generator)
+            logits = out.logits[:, -1, :]
+            if any(c is not None for c in constraints):
+                logits = self.masks.apply(logits, [c.allowed() if c is not None and not c.done else None
+                                                   for c in constraints])
+            tok, tok_lp = sample_next(logits, temperature, top_p, self.generator)
+            for c, t in zip(constraints, tok.tolist() if any(c is not None for c in constraints) else ()):
+                if c is not None and not c.done:
+                    c.advance(t)
             toks.append(tok)
             lps.append(tok_lp)
             alive.append(~done)
@@ -192,7 +203,8 @@ class HFEngine:
         c["decode_steps"] += len(toks) - 1
         c["decode_row_steps"] += (len(toks) - 1) * n
         stop_set = set(stops.tolist())
-        return [GenResult(t, lp, "completed" if t and t[-1] in stop_set else "length") for t, lp in zip(out_tokens, out_lp)]
+        return [GenResult(t, lp, "completed" if t and t[-1] in stop_set else "length", c is not None)
+                for t, lp, c in zip(out_tokens, out_lp, constraints)]
 
     def generate_batch(self, reqs: Sequence[GenRequest]) -> List[GenResult]:
         """One result per request; requests with equal sampling settings share a forward pass."""
@@ -203,22 +215,31 @@ class HFEngine:
         for (temperature, top_p, stop_ids), idx in groups.items():
             prompts = [reqs[i].prompt_ids for i in idx]
             budgets = [token_budget(reqs[i].sampling_params) for i in idx]
+            constraints = [self.constraint(reqs[i].sampling_params) for i in idx]
             if self.processor is not None:
-                outs = self._sample_vl(prompts, [reqs[i].image_data for i in idx], temperature, top_p, budgets, stop_ids)
+                outs = self._sample_vl(prompts, [reqs[i].image_data for i in idx], temperature, top_p, budgets, stop_ids,
+                                       constraints)
             else:
-                outs = self._sample(prompts, temperature, top_p, budgets, stop_ids)
+                outs = self._sample(prompts, temperature, top_p, budgets, stop_ids, constraints)
             for i, o in zip(idx, outs):
                 results[i] = o
         return results
 
-    def _sample_vl(self, prompts, images, temperature, top_p, budgets, stop_ids) -> List[GenResult]:
+    def constraint(self, params: Dict[str, Any]):
+        """The request's turn grammar walk (rollout/grammar.py), or None for free sampling."""
+        from rollout.grammar import constraint_for
+
+        return constraint_for(params, self.tokenizer)
+
+    def _sample_vl(self, prompts, images, temperature, top_p, budgets, stop_ids, constraints) -> List[GenResult]:
         from policy.vl_sampling import sample_vl
 
         stops = sorted(set(stop_ids) | {self.eos_id})
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
         rows = sample_vl(self.model, self.processor.image_processor, prompts, images, temperature, top_p, budgets,
-                         stops, self.pad_id, seed)
-        return [GenResult(t, lp, "completed" if stopped else "length") for t, lp, stopped in rows]
+                         stops, self.pad_id, seed, constraints, self.masks)
+        return [GenResult(t, lp, "completed" if stopped else "length", c is not None)
+                for (t, lp, stopped), c in zip(rows, constraints)]
 
     def load_state_dict(self, state_dict: Dict[str, torch.Tensor], version: Optional[int] = None) -> int:
         self.model.load_state_dict(state_dict)
@@ -253,10 +274,11 @@ class EngineActor:
         if image_data and self.engine.processor is None:
             raise ValueError("images sent to a text policy: set policy.path to a vision-language checkpoint")
         token_budget(sampling_params)  # a bad request fails alone, before it joins a batch
+        self.engine.constraint(sampling_params)  # so does a bad grammar
         res: GenResult = await self.batcher.submit(GenRequest(list(prompt_ids), dict(sampling_params), image_data))
         from rollout.verl_adapter import token_output
 
-        return token_output(res.token_ids, res.log_probs, res.stop_reason, self.engine.weights_version)
+        return token_output(res.token_ids, res.log_probs, res.stop_reason, self.engine.weights_version, res.constrained)
 
     async def load_state_dict(self, state_dict, version: Optional[int] = None) -> int:
         return await self.batcher.run_exclusive(self.engine.load_state_dict, state_dict, version)

@@ -21,7 +21,7 @@ are collectives.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,9 +33,55 @@ from policy.config import LearnerConfig
 from policy.sharding import SHARDINGS, device_mesh, fully_shard_model, gather_model_state, sum_gradients, total_norm
 
 
-def batch_from_episodes(episodes: Sequence[Dict[str, Any]], rewards: Sequence[float], pad_id: int) -> DataProto:
+def turn_spans(mask: Sequence[int]) -> List[Tuple[int, int]]:
+    """[start, end) of each run of policy tokens: one per policy turn."""
+    spans, start = [], None
+    for t, m in enumerate(list(mask) + [0]):
+        if m and start is None:
+            start = t
+        elif not m and start is not None:
+            spans.append((start, t))
+            start = None
+    return spans
+
+
+def grammar_masks(episodes: Sequence[Dict[str, Any]], resp_w: int, tokenizer) -> Optional[Dict[str, torch.Tensor]]:
+    """The allowed ids the sampler renormalized over, replayed from each turn's grammar
+    (rollout/grammar.py): ``allowed_idx`` [B, T] (-1: a free position) indexes each row's own
+    ``allowed_sets`` [B, K, vocab]. None when no episode was sampled under a grammar."""
+    from rollout.grammar import TurnGrammar, replay
+
+    if not any(g for e in episodes for g in e.get("turn_grammars") or ()):
+        return None
+    vocab = len(tokenizer)
+    idx = torch.full((len(episodes), resp_w), -1, dtype=torch.long)
+    per_row: List[List[Tuple[int, ...]]] = []
+    for i, e in enumerate(episodes):
+        sets: Dict[Tuple[int, ...], int] = {}
+        grammars, spans = e.get("turn_grammars") or [], turn_spans(e["response_mask"])
+        if grammars and len(grammars) != len(spans):
+            raise ValueError(f"episode {e['episode_id']}: {len(grammars)} turn grammars for {len(spans)} policy turns")
+        resp = list(e["response_ids"])
+        for spec, (a, b) in zip(grammars, spans):
+            if spec is None:  # sampled freely
+                continue
+            for t, allowed in enumerate(replay(TurnGrammar.from_dict(spec), resp[a:b], tokenizer), start=a):
+                if allowed is not None:
+                    idx[i, t] = sets.setdefault(allowed, len(sets))
+        per_row.append(list(sets))
+    table = torch.zeros((len(episodes), max(1, max(len(r) for r in per_row)), vocab), dtype=torch.bool)
+    for i, row in enumerate(per_row):
+        for k, allowed in enumerate(row):
+            table[i, k, list(allowed)] = True
+    return {"allowed_idx": idx, "allowed_sets": table}
+
+
+def batch_from_episodes(episodes: Sequence[Dict[str, Any]], rewards: Sequence[float], pad_id: int,
+                        tokenizer=None) -> DataProto:
     """Right-padded ``input_ids = prompt + response``; the response part carries the mask,
-    the rollout log-probs and the outcome reward on the last policy token."""
+    the rollout log-probs and the outcome reward on the last policy token. With
+    ``tokenizer``, episodes sampled under a turn grammar also carry its allowed sets, so the
+    learner's log-probs are those of the same constrained distribution."""
     n = len(episodes)
     width = max(len(e["prompt_ids"]) + len(e["response_ids"]) for e in episodes)
     resp_w = max(len(e["response_ids"]) for e in episodes)
@@ -57,9 +103,13 @@ def batch_from_episodes(episodes: Sequence[Dict[str, Any]], rewards: Sequence[fl
         policy_positions = torch.nonzero(mask[i]).flatten()
         if len(policy_positions):
             token_rewards[i, policy_positions[-1]] = float(r)
+    tensors = {"input_ids": input_ids, "attention_mask": attention, "prompt_len": prompt_len, "responses": responses,
+               "response_mask": mask, "old_log_probs": old_lp, "token_level_rewards": token_rewards}
+    masks = grammar_masks(episodes, resp_w, tokenizer) if tokenizer is not None else None
+    if masks is not None:
+        tensors.update(masks)
     return DataProto.from_dict(
-        tensors={"input_ids": input_ids, "attention_mask": attention, "prompt_len": prompt_len, "responses": responses,
-                 "response_mask": mask, "old_log_probs": old_lp, "token_level_rewards": token_rewards},
+        tensors=tensors,
         non_tensors={"uid": np.array([e["group"] for e in episodes], dtype=object),
                      "episode_id": np.array([e["episode_id"] for e in episodes], dtype=object)})
 
@@ -108,17 +158,33 @@ def gae_advantages(batch: DataProto, values: torch.Tensor, gamma: float, lam: fl
     return adv * mask, ret * mask
 
 
+def _constrained(logits: torch.Tensor, batch: DataProto) -> torch.Tensor:
+    """``logits`` [B, L-1, V] with each grammar-constrained response position's disallowed
+    ids at -inf (the distribution the sampler drew from)."""
+    if "allowed_idx" not in batch.batch.keys():
+        return logits
+    idx, sets = batch.batch["allowed_idx"], batch.batch["allowed_sets"]
+    rows, cols = torch.nonzero(idx >= 0, as_tuple=True)
+    if not len(rows):
+        return logits
+    at = batch.batch["prompt_len"][rows] - 1 + cols  # the position that predicts response token `cols`
+    keep = at < logits.shape[1]
+    rows, cols, at = rows[keep], cols[keep], at[keep]
+    allowed = sets[rows, idx[rows, cols]]
+    return logits.index_put((rows, at), logits[rows, at].masked_fill(~allowed, float("-inf")))
+
+
 def response_log_probs(model, batch: DataProto, temperature: float = 1.0, with_entropy: bool = False,
                        value_head: "ValueHead | None" = None):
-    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced); with
-    ``with_entropy`` also the entropy at each response position, with ``value_head`` also
-    the values (same forward pass)."""
+    """(B, T_resp) log-probs of the response tokens under ``model`` (teacher-forced, under
+    the turn grammar where the batch carries one); with ``with_entropy`` also the entropy
+    at each response position, with ``value_head`` also the values (same forward pass)."""
     ids, attn = batch.batch["input_ids"], batch.batch["attention_mask"]
     out_model = model(input_ids=ids, attention_mask=attn, output_hidden_states=value_head is not None)
-    logits = out_model.logits[:, :-1].float() / temperature
+    logits = _constrained(out_model.logits[:, :-1].float() / temperature, batch)
     logp_vocab = torch.log_softmax(logits, -1)
     logp_all = logp_vocab.gather(-1, ids[:, 1:, None]).squeeze(-1)  # logp of token t+1
-    ent_all = -(logp_vocab.exp() * logp_vocab).sum(-1) if with_entropy else None
+    ent_all = torch.special.entr(logp_vocab.exp()).sum(-1) if with_entropy else None
     resp_w = batch.batch["responses"].shape[1]
     out = logp_all.new_zeros((ids.shape[0], resp_w))
     ent = logp_all.new_zeros((ids.shape[0], resp_w)) if with_entropy else None

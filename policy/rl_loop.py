@@ -72,6 +72,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
     import ray
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
+    from transformers import AutoTokenizer
 
     from cluster.resources import check_cluster
     from cluster.runtime import start_engines, start_runtime
@@ -97,6 +98,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
     rt = start_runtime(cfg, start_policy, None, on_episode=[stream, lambda rec, extra: store.write(rec, extra)],
                        engines=engines)
     learner = LearnerGroup(policy, cfg.learner, cfg.rollout.group_size, env=learner_env)
+    tokenizer = AutoTokenizer.from_pretrained(policy)  # replays the turn grammars into the batch
     history: List[Dict[str, float]] = []
     start = 0
     if source:
@@ -117,7 +119,7 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
             t_reward = time.perf_counter() - t0 - t_roll
             records = sorted(report.records, key=lambda r: r["episode_id"])
             rewards = _episode_rewards(records, scores, cfg)
-            batch = batch_from_episodes(records, rewards, pad_id=0)
+            batch = batch_from_episodes(records, rewards, pad_id=0, tokenizer=tokenizer)
             if cfg.learner.estimator == "grpo":  # GAE advantages come from the learner's value head
                 batch = add_advantages(batch)
                 if cfg.learner.filter_zero_advantage:

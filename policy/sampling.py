@@ -1,11 +1,46 @@
-"""Next-token sampling for the HF engine, one temperature and top-p per row."""
+"""Next-token sampling for the HF engine, one temperature and top-p per row, and the
+constrained rows of a batch (rollout/grammar.py): their logits outside the allowed ids are
+masked before the softmax, so the sampled token and its log-prob are those of the
+constrained distribution."""
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
 Setting = Union[float, torch.Tensor]
+Allowed = Optional[Tuple[int, ...]]
+
+
+class AllowedMasks:
+    """Index tensors of allowed-id tuples, kept per tuple (a grammar hands out the same
+    tuple object for the same state), and the masking of a batch's logits."""
+
+    def __init__(self, max_entries: int = 4096):
+        self._index: Dict[int, Tuple[Tuple[int, ...], torch.Tensor]] = {}
+        self.max_entries = max_entries
+
+    def _ids(self, allowed: Tuple[int, ...], device) -> torch.Tensor:
+        hit = self._index.get(id(allowed))
+        if hit is None or hit[0] is not allowed:
+            if len(self._index) >= self.max_entries:
+                self._index.clear()
+            hit = self._index[id(allowed)] = (allowed, torch.tensor(allowed, dtype=torch.long, device=device))
+        return hit[1]
+
+    def apply(self, logits: torch.Tensor, allowed: Sequence[Allowed]) -> torch.Tensor:
+        """``logits`` [n, vocab] with each constrained row's disallowed ids at -inf (a copy;
+        rows with ``None`` or an empty set are left free)."""
+        rows = [i for i, a in enumerate(allowed) if a]
+        if not rows:
+            return logits
+        out = logits.float().clone()
+        for i in rows:
+            keep = self._ids(allowed[i], logits.device)
+            row = torch.full_like(out[i], float("-inf"))
+            row[keep] = out[i, keep]
+            out[i] = row
+        return out
 
 
 def _per_row(value: Setting, n: int, device) -> torch.Tensor:

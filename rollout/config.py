@@ -44,7 +44,10 @@ class EpisodeConfig:
     max_response_tokens: int = 2048  # policy + observation tokens after the prompt
     temperature: float = 1.0
     top_p: float = 1.0
-    pass_score: float = 3.5  # mean of location and quality that counts as a passing generation
+    # constrained decoding of every turn (rollout/grammar.py): the format, the tools' argument
+    # JSON, valid image indices, and image_gen prompts made of the episode's own words
+    grammar: bool = True
+    grammar_think_tokens: int = 48  # thinking budget under the grammar; then </thinking> is forced
 
 
 @dataclass

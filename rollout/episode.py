@@ -23,6 +23,7 @@ import numpy as np
 
 from rollout.config import EpisodeConfig
 from rollout.format import ANSWER_CLOSE, CALL_CLOSE, IM_END
+from rollout.grammar import TurnGrammar, lexicon_from
 from rollout.parser import Answer, ToolCall, TurnError, parse_turn
 from rollout.prompts import SYSTEM_PROMPT, observation_text, task_text
 from rollout.tasks import Task
@@ -36,6 +37,7 @@ class Generation:
     token_ids: List[int]
     log_probs: List[float]
     stop_reason: str = "completed"  # completed | length
+    constrained: bool = False  # the server sampled it under the turn grammar it was sent
 
 
 class LLM(Protocol):
@@ -67,6 +69,8 @@ class Episode:
     image_meta: List[Dict[str, Any]] = field(default_factory=lambda: [{"source": "normal"}])
     masks: Dict[int, np.ndarray] = field(default_factory=dict)
     shown_images: List[int] = field(default_factory=list)  # VL: images in the token stream, in order
+    # per policy turn: the grammar it was sampled under (rollout/grammar.py), None where sampled freely
+    turn_grammars: List[Optional[Dict[str, Any]]] = field(default_factory=list)
     tool_log: List[Dict[str, Any]] = field(default_factory=list)
     qe_scores: List[Dict[str, Any]] = field(default_factory=list)
     actions: List[str] = field(default_factory=list)  # tool names, "answer", or "error:<code>"
@@ -85,7 +89,7 @@ class Episode:
             "qe_scores": self.qe_scores, "actions": self.actions, "format_ok": self.format_ok,
             "turns": self.turns, "status": self.status, "answer": self.answer, "images": self.images,
             "image_meta": self.image_meta, "masks": self.masks, "timings": self.timings,
-            "shown_images": list(self.shown_images),
+            "shown_images": list(self.shown_images), "turn_grammars": list(self.turn_grammars),
         }
 
 
@@ -110,6 +114,7 @@ class EpisodeRunner:
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         self.stop_ids = [self.im_end] + [tokenizer.convert_tokens_to_ids(t) for t in (CALL_CLOSE, ANSWER_CLOSE)]
         self._last_turn: Optional[Generation] = None
+        self._words: List[str] = [user]  # what the episode has said so far: the prompt lexicon
         self._handlers = {State.GENERATE: self._generate, State.ACT: self._act}
 
     async def run(self) -> Episode:
@@ -146,17 +151,22 @@ class EpisodeRunner:
         ep = self.ep
         params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
                   "max_tokens": min(self.cfg.max_turn_tokens, self._room()), "stop_token_ids": self.stop_ids}
+        if self.cfg.grammar:
+            grammar = TurnGrammar(len(ep.images), lexicon_from(self._words), max_think_tokens=self.cfg.grammar_think_tokens)
+            params["grammar"] = grammar.to_dict()
         t0 = time.perf_counter()
         vision = {"image_data": VisionRenderer.image_data(ep.images, ep.shown_images)} if self.vision else {}
         gen = await self.llm.generate(f"{ep.episode_id}-t{ep.turns}", ep.prompt_ids + ep.response_ids, params, **vision)
         ep.timings["generate_s"] += time.perf_counter() - t0
         self._accept(gen)
+        ep.turn_grammars.append(params.get("grammar") if gen.constrained else None)
         return State.ACT
 
     async def step(self, gen: Generation) -> bool:
         """Feed one externally produced turn (the gymnasium view); True when the episode is over."""
         if self.ep.status is None and not self._cap_reached():
             self._accept(gen)
+            self.ep.turn_grammars.append(None)
             if await self._act() is State.GENERATE:
                 self._cap_reached()
         return self.ep.status is not None
@@ -185,6 +195,7 @@ class EpisodeRunner:
         if self.vision and ep.actions[-1] == "image_gen":  # a VL policy sees the new image
             image = self.vision.placeholder(ep.images[-1])
             ep.shown_images.append(len(ep.images) - 1)
+        self._words.extend(str(payload[k]) for k in ("prompt", "text", "review") if k in payload)
         obs = observation_text(payload, image)
         if turn.token_ids and turn.token_ids[-1] == self.im_end:
             obs = obs[len(IM_END):]
@@ -259,11 +270,11 @@ class EpisodeRunner:
             return {"image_index": len(ep.images) - 1, "region": result["region"]}
         if call.name == "quality_eval":
             score = {"image_index": idx, "turn": ep.turns, "location_score": result["location_score"],
-                     "quality_score": result["quality_score"]}
+                     "quality_score": result["quality_score"], "pass": bool(result["pass"])}
             ep.qe_scores.append(score)
             ep.image_meta[idx]["qe"] = score
             return {"image_index": idx, "location_score": result["location_score"],
-                    "quality_score": result["quality_score"], "review": result["review"]}
+                    "quality_score": result["quality_score"], "pass": bool(result["pass"]), "review": result["review"]}
         if call.name == "mask_gen":
             ep.masks[idx] = result["mask"]
             return {"image_index": idx, "mask_area": result["area"]}

@@ -29,6 +29,7 @@ SCHEMA = pa.schema([
     ("rewards", pa.string()), ("node_id", pa.string()), ("worker", pa.string()), ("attempt", pa.int32()),
     ("generate_s", pa.float64()), ("tools_s", pa.float64()),
     ("shown_images", pa.list_(pa.int32())),  # VL policies: indices of the images in the token stream, in order
+    ("turn_grammars", pa.string()),  # JSON list: the grammar of each policy turn, null where sampled freely
 ])
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -93,6 +94,7 @@ class TrajectoryStore:
             "worker": extra.get("worker", ""), "attempt": int(extra.get("attempt", 1)),
             "generate_s": float(record["timings"]["generate_s"]), "tools_s": float(record["timings"]["tools_s"]),
             "shown_images": list(record.get("shown_images", [])),
+            "turn_grammars": json.dumps(record.get("turn_grammars", [])),
         }
         table = pa.Table.from_pylist([row], schema=SCHEMA)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

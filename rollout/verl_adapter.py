@@ -25,10 +25,12 @@ from rollout.vision import VisionRenderer
 AGENT_NAME = "anomaly_agent"
 
 
-def token_output(token_ids: List[int], log_probs: List[float], stop_reason: str, weights_version: int = 0) -> TokenOutput:
-    """What an LLM server returns to verl's agent loop."""
+def token_output(token_ids: List[int], log_probs: List[float], stop_reason: str, weights_version: int = 0,
+                 constrained: bool = False) -> TokenOutput:
+    """What an LLM server returns to verl's agent loop; ``constrained``: sampled under the
+    request's turn grammar (our engine; a server that ignores it says False)."""
     return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=stop_reason,
-                       extra_fields={"global_steps": weights_version})
+                       extra_fields={"global_steps": weights_version, "grammar": constrained})
 
 
 class ServerLLM:
@@ -44,7 +46,8 @@ class ServerLLM:
         vision = {"image_data": image_data} if image_data else {}
         out = await call(request_id=request_id, prompt_ids=prompt_ids, sampling_params=params, **vision)
         stop = "length" if out.stop_reason not in (None, "completed") else "completed"
-        return Generation(list(out.token_ids), list(out.log_probs or []), stop)
+        constrained = bool((getattr(out, "extra_fields", None) or {}).get("grammar", False))
+        return Generation(list(out.token_ids), list(out.log_probs or []), stop, constrained)
 
 
 def minimal_trainer_config(prompt_length: int = 1024, response_length: int = 2048):

@@ -20,8 +20,7 @@ def build_sft_data(cfg: AppConfig, root: str, policy: str, out: Path) -> Dict:
 
     ds = open_dataset(cfg.data.format, root, cfg.data.source_categories, cfg.data.visa_type_table)
     normals = SyntheticNormals(root) if (Path(root) / "dataset.json").is_file() else GoodImageNormals(ds)
-    builder = TrajectoryBuilder({n: build_tool(n, cfg.tools) for n in TOOL_NAMES}, normals, cfg.seed,
-                                relabel_fraction=cfg.sft.relabel_fraction, exclude_categories=cfg.data.target_categories)
+    builder = TrajectoryBuilder({n: build_tool(n, cfg.tools) for n in TOOL_NAMES}, normals, cfg.seed)
     trajs = [t for cat in ds.categories for s in ds.anomalies(cat) for v in range(cfg.sft.variants_per_anomaly)
              if (t := builder.build(s, v)) is not None]
     longest = max((len(t.turns) for t in trajs), default=0)

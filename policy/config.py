@@ -53,7 +53,6 @@ class SFTConfig:
     """Stage 1. ``steps`` optimizer steps over the trajectory set, ``batch_size`` trajectories each."""
 
     variants_per_anomaly: int = 16  # trajectories built per real anomaly image (different N)
-    relabel_fraction: float = 0.0  # share of trajectories whose text speaks of another, non-target KB entry
     word_swap_fraction: float = 0.5  # share of trajectories whose content words become random words (policy/word_swap.py)
     steps: int = 2000  # ~28 min on the 2-core box; the demo runs demo.sft_steps
     batch_size: int = 8

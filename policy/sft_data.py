@@ -3,23 +3,18 @@ format and tokenized exactly as the episode tokenizes (policy turns and observat
 encoded separately), so SFT and rollout see the same token sequences.
 
 For each real anomaly of a ``source`` category: choose N ∈ {1, 2, 3} generations. The first
-N−1 are made by the real IG tool from the normal image with simpler prompts and are judged
-by the real QE tool; they must score below the real anomaly, which is the final, passing
-image. KR is consulted after a low score; MG closes the episode; the thinking text quotes
-the tool results it reacts to.
+N−1 are made by the real IG tool from the normal image — with simpler prompts made of the PG
+prompt's own words, or with the full prompt on a seed that fails — and must *fail* the real
+QE tool; the real anomaly is the final image and must pass it (anomalies that do not are
+skipped). KR is consulted after a failure; MG closes the episode. Every image_gen prompt
+uses only words the episode has seen, so the trajectories are valid under the turn grammar
+(rollout/grammar.py) the policy is later decoded with.
 
 Where we depart from the paper: the normal image is a hook (``NormalSource``). The default
 takes a good image of the category; for our synthetic data it recreates the exact normal
 the anomaly was drawn on, standing in for the paper's edited-back normal. IG calls leave the
 region to the tool (it places the defect on the object), which keeps the tiny policy's
 tool calls short.
-
-Also ours: *text relabelling* (``sft.relabel_fraction``). A tiny policy trained on the few
-words of two source categories memorizes them (it wrote "washer ring" in marble episodes and
-then lost the format). A relabelled trajectory keeps the source image, mask and the real
-tool calls on them, but the task, PG prompt, KR text and QE review speak of another
-knowledge-base entry — never a target category — so the policy sees many categories'
-words around the same tool-use structure. A text policy never sees the pixels.
 """
 from __future__ import annotations
 
@@ -32,7 +27,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from actors.defect_words import prompt_for
+from actors.defect_words import SHAPE_WORDS
 from actors.knowledge_base import load_knowledge_base
 from actors.regions import to_normalized
 from actors.tool import ToolRequest
@@ -73,11 +68,27 @@ def _turn(thinking: str, call: Optional[Dict[str, Any]] = None, answer: Optional
     return f"{THINK_OPEN}{thinking}{THINK_CLOSE}{body}"
 
 
-FAIL_MARGIN = 0.25  # an earlier attempt scores at least this much below the final image (mean of both scores)
+# The thinking lines (word swap keeps their words: policy/word_swap.py reads this table).
+THINKING = {
+    "prompt": "I need a prompt for the {name}.",
+    "plain": "Start simple: a plain version of the defect.",
+    "direct": "Edit image 0 with the prompt.",
+    "check": "Check image {k}.",
+    "failed": "Image {k} failed. Look up the {name}.",
+    "revise": "Fix what the review says.",
+    "passed": "Image {k} passed. Make the mask.",
+    "done": "Image {k} is done.",
+}
 
 
-def _mean(score: Dict[str, Any]) -> float:
-    return (score["location_score"] + score["quality_score"]) / 2
+def reduced_prompts(entry, pg: str) -> List[str]:
+    """Simpler prompts made of the PG prompt's own words, each missing what the full one
+    says (colour, size, contrast): the earlier, failing attempts of a trajectory. Every
+    word is one the episode has seen, so a grammar-constrained policy can write them."""
+    shape = SHAPE_WORDS[entry.shape][0]
+    name = entry.defect.replace("_", " ")
+    return [f"a {shape} on the {entry.category}", f"a {entry.size} {shape} ({name}) {entry.location}",
+            f"a {entry.colour} {shape} on the {entry.category}"]
 
 
 @dataclass
@@ -95,26 +106,17 @@ class Trajectory:
 class TrajectoryBuilder:
     """Runs the real tool cores in-process (no Ray needed to build data)."""
 
-    def __init__(self, tools, normals: NormalSource, seed: int = 0, relabel_fraction: float = 0.0,
-                 exclude_categories: Sequence[str] = ()):
-        if not 0.0 <= relabel_fraction <= 1.0:
-            raise ValueError(f"sft.relabel_fraction must be in [0, 1], got {relabel_fraction}")
+    def __init__(self, tools, normals: NormalSource, seed: int = 0):
         self.tools, self.normals, self.kb, self.seed = tools, normals, load_knowledge_base(), seed
-        self.relabel_fraction = relabel_fraction
-        self.relabel_pool = [(e.category, e.defect) for e in self.kb.entries if e.category not in set(exclude_categories)]
-
-    def _labels(self, sample: Sample, rng: np.random.Generator):
-        """(category, defect) the trajectory's text speaks of: the sample's, or a relabel."""
-        if self.relabel_fraction > 0 and self.relabel_pool and rng.random() < self.relabel_fraction:
-            return self.relabel_pool[int(rng.integers(len(self.relabel_pool)))]
-        return sample.category, sample.defect
 
     def _call(self, name: str, args: Dict[str, Any], images=None, context=None) -> Dict[str, Any]:
         return self.tools[name].run_one(ToolRequest(args, images or {}, context or {}))
 
     def build(self, sample: Sample, variant: int = 0) -> Optional[Trajectory]:
+        """One trajectory, or None when the real anomaly does not pass QE as its own type
+        (it could not close an episode) or no failing earlier attempt could be made."""
         rng = np.random.default_rng([self.seed, variant, int(sample.image.stem), len(sample.defect), len(sample.category)])
-        category, defect = self._labels(sample, rng)
+        category, defect = sample.category, sample.defect
         entry = self.kb.get(category, defect)
         ctx = {"category": category, "defect_type": defect}
         normal = self.normals.normal_for(sample, rng)
@@ -128,8 +130,9 @@ class TrajectoryBuilder:
         h, w = mask.shape
         pad = max(2, int(0.25 * max(np.ptp(xs), np.ptp(ys))))
         box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(w, xs.max() + 1 + pad), min(h, ys.max() + 1 + pad))
-        final_ctx = {**ctx, "region_px": list(box)}
-        final_score = self._call("quality_eval", {}, {"normal": normal, "edited": anomaly}, final_ctx)
+        final_score = self._call("quality_eval", {}, {"normal": normal, "edited": anomaly}, {**ctx, "region_px": list(box)})
+        if not final_score["pass"]:
+            return None
         n = int(rng.integers(1, 4))
         name = defect.replace("_", " ")
         turns, obs, tools = [], [], []
@@ -139,48 +142,56 @@ class TrajectoryBuilder:
             obs.append(payload)
             tools.append(call["name"])
 
+        def qe_payload(k, score):
+            return {"image_index": k, "location_score": score["location_score"], "quality_score": score["quality_score"],
+                    "pass": score["pass"], "review": score["review"]}
+
         pg = self._call("prompt_gen", {}, None, ctx)["prompt"]
-        step(f"I need a prompt for the {name}.",
-             {"name": "prompt_gen", "arguments": {}}, {"prompt": pg})
-        attempts = [prompt_for(entry, simple=True), f"a subtle pale {entry.shape} on the {category}",
-                    f"a tiny faint spot on the {category}"]
+        step(THINKING["prompt"].format(name=name), {"name": "prompt_gen", "arguments": {}}, {"prompt": pg})
+        # earlier attempts: a reduced prompt, or the full one on an unlucky seed; each must fail QE
+        candidates = reduced_prompts(entry, pg) + [pg]
         image_index = 0
         for m in range(n - 1):
-            for prompt in attempts[m:] + attempts[:m]:  # a clearly failing attempt, else drop this one
-                seed = int(rng.integers(0, 10_000))
-                edit = self._call("image_gen", {"prompt": prompt, "seed": seed}, {"image": normal}, ctx)
-                score = self._call("quality_eval", {}, {"normal": normal, "edited": edit["image"]},
-                                   {**ctx, "region_px": edit["region_px"]})
-                if _mean(score) <= _mean(final_score) - FAIL_MARGIN:
+            order = [candidates[int(i)] for i in rng.permutation(len(candidates))]
+            for prompt in order:
+                made = self._failing_attempt(prompt, normal, ctx, rng)
+                if made is not None:
                     break
             else:
                 continue
+            edit, score = made
             image_index += 1
-            think = ("Start simple: a plain version of the defect." if m == 0 else
-                     "Try once more with a different wording.")
+            think = THINKING["direct"] if prompt == pg and m == 0 else THINKING["plain"] if m == 0 else THINKING["revise"]
             step(think, {"name": "image_gen", "arguments": {"prompt": prompt}},
                  {"image_index": image_index, "region": edit["region"]})
-            step(f"Check image {image_index}.", {"name": "quality_eval", "arguments": {"image_index": image_index}},
-                 {"image_index": image_index, "location_score": score["location_score"],
-                  "quality_score": score["quality_score"], "review": score["review"]})
+            step(THINKING["check"].format(k=image_index), {"name": "quality_eval", "arguments": {"image_index": image_index}},
+                 qe_payload(image_index, score))
             know = self._call("knowledge", {}, None, ctx)["text"]
-            step(f"Quality {score['quality_score']:.1f} is low. Look up the {name}.",
-                 {"name": "knowledge", "arguments": {}}, {"text": know})
+            step(THINKING["failed"].format(k=image_index, name=name), {"name": "knowledge", "arguments": {}}, {"text": know})
         image_index += 1
-        think = "Use the first prompt with the knowledge." if image_index > 1 else "Edit image 0 with the prompt."
-        step(think, {"name": "image_gen", "arguments": {"prompt": pg}},
+        step(THINKING["revise"] if image_index > 1 else THINKING["direct"], {"name": "image_gen", "arguments": {"prompt": pg}},
              {"image_index": image_index, "region": list(to_normalized(box, w, h))})
-        step(f"Check image {image_index}.", {"name": "quality_eval", "arguments": {"image_index": image_index}},
-             {"image_index": image_index, "location_score": final_score["location_score"],
-              "quality_score": final_score["quality_score"], "review": final_score["review"]})
+        step(THINKING["check"].format(k=image_index), {"name": "quality_eval", "arguments": {"image_index": image_index}},
+             qe_payload(image_index, final_score))
         mg = self._call("mask_gen", {"image_index": image_index}, {"normal": normal, "edited": anomaly},
                         {"region_px": list(box)})
-        step(f"Quality {final_score['quality_score']:.1f} is the best. Make the mask.", {"name": "mask_gen", "arguments": {"image_index": image_index}},
+        step(THINKING["passed"].format(k=image_index), {"name": "mask_gen", "arguments": {"image_index": image_index}},
              {"image_index": image_index, "mask_area": mg["area"]})
-        turns.append(_turn(f"Image {image_index} is done.", answer={"status": "success", "final_image_index": image_index}))
+        turns.append(_turn(THINKING["done"].format(k=image_index), answer={"status": "success", "final_image_index": image_index}))
         tools.append("answer")
         return Trajectory(f"{sample.category}-{sample.defect}-{sample.image.stem}-v{variant}", category,
                           defect, image_index, tools, turns, obs, str(sample.image))
+
+    def _failing_attempt(self, prompt: str, normal: np.ndarray, ctx: Dict[str, Any], rng: np.random.Generator,
+                         tries: int = 3):
+        """(IG result, QE score) of an edit with ``prompt`` that fails QE, or None."""
+        for _ in range(tries):
+            edit = self._call("image_gen", {"prompt": prompt, "seed": int(rng.integers(0, 10_000))}, {"image": normal}, ctx)
+            score = self._call("quality_eval", {}, {"normal": normal, "edited": edit["image"]},
+                               {**ctx, "region_px": edit["region_px"]})
+            if not score["pass"]:
+                return edit, score
+        return None
 
 
 def tokenize(traj: Trajectory, tokenizer) -> Dict[str, List[int]]:

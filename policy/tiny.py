@@ -33,8 +33,10 @@ def default_corpus() -> List[str]:
     lines += [task_text(e.category, e.defect) for e in kb.entries]
     for e in kb.entries[::2]:
         lines.append(json.dumps({"name": "image_gen", "arguments": {"prompt": prompt_for(e), "region": [0.12, 0.3, 0.44, 0.62]}}))
-        lines.append(observation_text({"image_index": 1, "location_score": 4.5, "quality_score": 3.25,
+        lines.append(observation_text({"image_index": 1, "location_score": 4.5, "quality_score": 3.25, "pass": False,
                                        "review": f"Use a {e.colour} colour for the {e.defect.replace('_', ' ')}."}))
+        lines.append(observation_text({"image_index": 2, "location_score": 5.0, "quality_score": 4.75, "pass": True,
+                                       "review": "Realistic and well placed; keep this defect."}))
     for k in range(1, 6):
         lines.append(observation_text({"image_index": k, "region": [0.125, 0.5, 0.375, 0.75]}))
         lines.append(observation_text({"image_index": k, "mask_area": 0.0123}))

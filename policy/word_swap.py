@@ -38,24 +38,22 @@ FUNCTION_WORDS = frozenset(
     "as up down off out this that these those than then there here some".split())
 
 # Words of the fixed texts around a task's own words: the builder's thinking lines, the QE
-# reviews, the observation keys. Swapping them would change the episode's template.
-TEMPLATE_TEXT = (
-    "I need a prompt for the. Start simple: a plain version of the defect. Try once more with a "
-    "different wording. Check image. Quality is low. Look up the. Use the first prompt with the "
-    "knowledge. Edit image with the prompt. is the best. Make the mask. Image is done. a tiny faint "
-    "spot on the. a subtle pale. subtle clearly visible sharp high contrast low medium. "
-    "Move the region onto the: this defect belongs. Realistic and well placed; keep this defect. "
-    "Make the defect more visible: use a sharper contrast or a stronger colour. Blend the edit into "
-    "its surroundings: the region border shows a seam. The defect should look like a, not a shaped "
-    "mark. Use a colour for the. Make the defect larger smaller: it should be. No visible change: "
-    "describe a larger or higher-contrast defect. Location Size Colour Contrast Shape. "
-    "image_index location_score quality_score review region prompt text mask_area status success "
-    "final_image_index name arguments query syn")
+# reviews, the PG template's contrast words, the KB passage's labels and the observation
+# keys. Swapping them would change the episode's template.
+def template_text() -> str:
+    from actors.quality_eval import REVIEWS
+    from policy.sft_data import THINKING
+
+    fixed = list(THINKING.values()) + list(REVIEWS.values())
+    return " ".join(re.sub(r"\{[a-z_]+\}", " ", t) for t in fixed) + (
+        " subtle clearly visible sharp high contrast low medium. Location Size Colour Contrast Shape. "
+        "image_index location_score quality_score pass review region prompt text mask_area status success "
+        "final_image_index name arguments query syn true false")
 
 
 def structural_words() -> frozenset:
     """Words of the episode's structure (template, system prompt, tool names): never swapped."""
-    texts = [TEMPLATE_TEXT, SYSTEM_PROMPT, task_text("", ""), " ".join(TOOL_NAMES)]
+    texts = [template_text(), SYSTEM_PROMPT, task_text("", ""), " ".join(TOOL_NAMES)]
     return frozenset(w for t in texts for w in _WORD.findall(t))
 
 

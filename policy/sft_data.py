@@ -27,12 +27,12 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from actors.defect_words import SHAPE_WORDS
 from actors.knowledge_base import load_knowledge_base
 from actors.regions import to_normalized
 from actors.tool import ToolRequest
 from rollout.data.types import Sample
 from rollout.format import ANSWER_CLOSE, ANSWER_OPEN, CALL_CLOSE, CALL_OPEN, THINK_CLOSE, THINK_OPEN
+from rollout.grammar import WORD, copy_graph
 from rollout.prompts import SYSTEM_PROMPT, observation_text, task_text
 
 
@@ -81,14 +81,14 @@ THINKING = {
 }
 
 
-def reduced_prompts(entry, pg: str) -> List[str]:
-    """Simpler prompts made of the PG prompt's own words, each missing what the full one
-    says (colour, size, contrast): the earlier, failing attempts of a trajectory. Every
-    word is one the episode has seen, so a grammar-constrained policy can write them."""
-    shape = SHAPE_WORDS[entry.shape][0]
-    name = entry.defect.replace("_", " ")
-    return [f"a {shape} on the {entry.category}", f"a {entry.size} {shape} ({name}) {entry.location}",
-            f"a {entry.colour} {shape} on the {entry.category}"]
+def reduced_prompts(pg: str, texts: Sequence[str]) -> List[str]:
+    """Shorter prompts a copying policy can write: the beginnings of PG's prompt that end
+    where one of the episode's texts ends a sentence (e.g. at the defect's name, which ends
+    the task line). They lack what follows (size, place, contrast): the earlier, failing
+    attempts of a trajectory. Valid under the turn grammar by construction."""
+    _, _, ends = copy_graph(texts)
+    words = list(WORD.finditer(pg))
+    return [pg[: m.end()] for i, m in enumerate(words[:-1]) if i >= 2 and m.group() in ends]
 
 
 @dataclass
@@ -149,7 +149,7 @@ class TrajectoryBuilder:
         pg = self._call("prompt_gen", {}, None, ctx)["prompt"]
         step(THINKING["prompt"].format(name=name), {"name": "prompt_gen", "arguments": {}}, {"prompt": pg})
         # earlier attempts: a reduced prompt, or the full one on an unlucky seed; each must fail QE
-        candidates = reduced_prompts(entry, pg) + [pg]
+        candidates = reduced_prompts(pg, [task_text(category, defect), pg]) + [pg]
         image_index = 0
         for m in range(n - 1):
             order = [candidates[int(i)] for i in rng.permutation(len(candidates))]

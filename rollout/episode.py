@@ -23,7 +23,7 @@ import numpy as np
 
 from rollout.config import EpisodeConfig
 from rollout.format import ANSWER_CLOSE, CALL_CLOSE, IM_END
-from rollout.grammar import TurnGrammar, lexicon_from
+from rollout.grammar import TurnGrammar
 from rollout.parser import Answer, ToolCall, TurnError, parse_turn
 from rollout.prompts import SYSTEM_PROMPT, observation_text, task_text
 from rollout.tasks import Task
@@ -114,7 +114,7 @@ class EpisodeRunner:
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         self.stop_ids = [self.im_end] + [tokenizer.convert_tokens_to_ids(t) for t in (CALL_CLOSE, ANSWER_CLOSE)]
         self._last_turn: Optional[Generation] = None
-        self._words: List[str] = [user]  # what the episode has said so far: the prompt lexicon
+        self._texts: List[str] = [task_text(task.category, task.defect_type)]  # what a prompt may copy from
         self._handlers = {State.GENERATE: self._generate, State.ACT: self._act}
 
     async def run(self) -> Episode:
@@ -152,7 +152,8 @@ class EpisodeRunner:
         params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p,
                   "max_tokens": min(self.cfg.max_turn_tokens, self._room()), "stop_token_ids": self.stop_ids}
         if self.cfg.grammar:
-            grammar = TurnGrammar(len(ep.images), lexicon_from(self._words), max_think_tokens=self.cfg.grammar_think_tokens)
+            grammar = TurnGrammar(len(ep.images), tuple(dict.fromkeys(self._texts)),
+                                  max_think_tokens=self.cfg.grammar_think_tokens)
             params["grammar"] = grammar.to_dict()
         t0 = time.perf_counter()
         vision = {"image_data": VisionRenderer.image_data(ep.images, ep.shown_images)} if self.vision else {}
@@ -195,7 +196,7 @@ class EpisodeRunner:
         if self.vision and ep.actions[-1] == "image_gen":  # a VL policy sees the new image
             image = self.vision.placeholder(ep.images[-1])
             ep.shown_images.append(len(ep.images) - 1)
-        self._words.extend(str(payload[k]) for k in ("prompt", "text", "review") if k in payload)
+        self._texts.extend(str(payload[k]) for k in ("prompt", "text", "review") if k in payload)
         obs = observation_text(payload, image)
         if turn.token_ids and turn.token_ids[-1] == self.im_end:
             obs = obs[len(IM_END):]

@@ -8,12 +8,15 @@ JSON our tools take (``TurnGrammar``):
 - the tool name is one of the tools; ``prompt_gen`` and ``knowledge`` take ``{}``;
 - ``quality_eval``/``mask_gen`` take ``{"image_index": k}`` and the answer names
   ``final_image_index`` k, with k a generated image of this episode;
-- ``image_gen`` takes ``{"prompt": "..."}`` of at most ``max_prompt_words`` words (words
-  separated by at most two of `` ,.()-``), all from the *lexicon*: the
-  task's and the tools' words seen so far in the episode (the PG prompt, the KR passage,
-  the QE reviews) and a few function words. The policy can copy and edit the prompt and
-  the review; it cannot write words that nobody said (the garbling of a tiny policy:
-  "a medium st on the syn_weave) on the weave").
+- ``image_gen`` takes ``{"prompt": "..."}``: a *copy* of what the episode has said — the
+  task line and the tools' texts so far (the PG prompt, the KR passage, the QE reviews).
+  Each word must follow the previous one, with the same separator, somewhere in those
+  texts (a walk of their word-bigram graph); a prompt starts where a text or a sentence
+  starts and ends where one ends, after at most ``max_prompt_words`` words. The policy
+  copies the PG prompt, or splices in the words of the review where the texts share a
+  word; it cannot write what nobody said, nor drop words in the middle of a phrase (the
+  tiny policy, free, wrote "a medium st on the syn_weave) on the weave"; restricted to the
+  episode's words only, "a dark crack (crack) on the at at at").
 
 ``TurnConstraint`` walks the grammar as a set of character-level states and, at each step,
 gives the token ids whose text can follow (a walk of the vocabulary's character trie,
@@ -23,8 +26,9 @@ turn, which is how the learner takes its log-probs under the same distribution (
 on-policy). Tokens forced by the grammar (one allowed id) have log-prob 0 and carry no
 gradient, as they should.
 
-Where we depart: the paper samples tool calls freely; verl/vLLM offer the same idea as
-guided decoding by JSON schema (on GPU, ``TurnGrammar.regex()`` is the equivalent).
+Where we depart: the paper samples tool calls freely. The copy constraint is ours: it is
+what a 3-layer policy needs to carry a prompt it reads; a pretrained LLM copies on its own,
+and verl/vLLM's guided decoding by JSON schema covers the rest of the grammar there.
 """
 from __future__ import annotations
 
@@ -36,19 +40,33 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from rollout.format import ANSWER_CLOSE, ANSWER_OPEN, CALL_CLOSE, CALL_OPEN, THINK_CLOSE, THINK_OPEN, TOOL_NAMES
 
-FUNCTION_WORDS = ("a", "an", "the", "on", "in", "of", "with", "and", "to", "at", "near", "across", "along", "its")
-PROMPT_PUNCTUATION = " ,.()-"
-_WORD = re.compile(r"[A-Za-z0-9_]+")
+WORD = re.compile(r"[A-Za-z0-9_]+")
+SENTENCE_END = ".:;!?"
 
 
-def lexicon_from(texts: Iterable[str], extra: Iterable[str] = FUNCTION_WORDS) -> Tuple[str, ...]:
-    """The words a prompt may use: every word of ``texts`` (and of their ``a_b`` parts)."""
-    words = set(extra)
+def copy_graph(texts: Iterable[str]):
+    """(starts, edges, ends) of the texts' word-bigram graph: the words that begin a text or
+    a sentence; word -> {separator -> next words}; the words that end a text or a sentence.
+    A separator is the exact text between two words (" ", ", ", " (", ") ", ...)."""
+    starts, ends, edges = set(), set(), {}
     for text in texts:
-        for w in _WORD.findall(text or ""):
-            words.add(w)
-            words.update(p for p in w.split("_") if p)
-    return tuple(sorted(words))
+        words = list(WORD.finditer(text or ""))
+        for i, m in enumerate(words):
+            w = m.group()
+            if i == 0:
+                starts.add(w)
+            if i + 1 == len(words):
+                ends.add(w)
+                continue
+            sep = text[m.end():words[i + 1].start()]
+            if '"' in sep or "\\" in sep or "\n" in sep:
+                continue
+            if any(c in SENTENCE_END for c in sep):  # a sentence ends here; the next one starts
+                ends.add(w)
+                starts.add(words[i + 1].group())
+                continue
+            edges.setdefault(w, {}).setdefault(sep, set()).add(words[i + 1].group())
+    return frozenset(starts), {w: {s: frozenset(v) for s, v in d.items()} for w, d in edges.items()}, frozenset(ends)
 
 
 @dataclass(frozen=True)
@@ -57,7 +75,7 @@ class TurnGrammar:
     and is stored with the episode so the learner can replay it."""
 
     images: int  # images of the episode so far (0 is the normal): valid indices are 1..images-1
-    lexicon: Tuple[str, ...]
+    texts: Tuple[str, ...]  # what a prompt may copy from: the task line and the tools' texts so far
     tools: Tuple[str, ...] = TOOL_NAMES
     max_think_tokens: int = 48
     max_prompt_words: int = 20
@@ -67,29 +85,11 @@ class TurnGrammar:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TurnGrammar":
-        return cls(int(d["images"]), tuple(d["lexicon"]), tuple(d.get("tools", TOOL_NAMES)),
+        return cls(int(d["images"]), tuple(d["texts"]), tuple(d.get("tools", TOOL_NAMES)),
                    int(d.get("max_think_tokens", 48)), int(d.get("max_prompt_words", 20)))
 
     def key(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
-
-    def regex(self) -> str:
-        """The JSON part as a regular expression (for vLLM-style guided decoding)."""
-        idx = "|".join(str(k) for k in range(1, self.images)) or "(?!)"
-        word = "|".join(re.escape(w) for w in sorted(self.lexicon, key=len, reverse=True))
-        prompt = rf'(?:{word})(?:[{re.escape(PROMPT_PUNCTUATION)}]+(?:{word}))*[{re.escape(PROMPT_PUNCTUATION)}]*'
-        calls = []
-        for t in self.tools:
-            calls.append(re.escape(f'{{"name": "{t}", "arguments": ') + _args_regex(t, idx, prompt) + re.escape("}"))
-        return "|".join(calls)
-
-
-def _args_regex(tool: str, idx: str, prompt: str) -> str:
-    if tool == "image_gen":
-        return re.escape('{"prompt": "') + prompt + re.escape('"}')
-    if tool in ("quality_eval", "mask_gen"):
-        return re.escape('{"image_index": ') + f"(?:{idx})" + re.escape("}")
-    return re.escape("{}")
 
 
 # ---------- the JSON part: a small NFA over characters ----------
@@ -104,35 +104,24 @@ class _Trie:
         self.word = False
 
 
-def _word_trie(words: Iterable[str]) -> _Trie:
-    root = _Trie()
-    for w in words:
-        node = root
-        for ch in w:
-            node = node.children.setdefault(ch, _Trie())
-        node.word = True
-    return root
-
-
 class _JsonNFA:
-    def __init__(self, alternatives: Sequence[Sequence[tuple]], lexicon: Sequence[str], max_words: int):
-        self.alts = [list(a) for a in alternatives]
-        self.max_words = max_words
-        self.words = _word_trie(w for w in lexicon if w and '"' not in w and "\\" not in w)
-        self._nodes: List[_Trie] = []  # prompt sub-states refer to trie nodes by index
-        self._ids: Dict[int, int] = {}
+    """The JSON part as a set of character-level states. A prompt sub-state is
+    ("w", previous word, separator, prefix) while writing a word, or ("s", word, prefix,
+    words) while writing the separator after one; see ``copy_graph``."""
 
-    def _node_id(self, node: _Trie) -> int:
-        i = self._ids.get(id(node))
-        if i is None:
-            i = self._ids[id(node)] = len(self._nodes)
-            self._nodes.append(node)
-        return i
+    def __init__(self, alternatives: Sequence[Sequence[tuple]], texts: Sequence[str], max_words: int):
+        self.alts = [list(a) for a in alternatives]
+        self.starts, self.edges, self.ends = copy_graph(texts)
+        self.max_words = max_words
+        self.seps = {w: tuple(d) for w, d in self.edges.items()}
 
     def _initial(self, kind: str):
         if kind == "lit" or kind == "int":
             return 0 if kind == "lit" else ""
-        return (-1, 0, 0)  # prompt: (trie node, or -1 between words; words begun; separators in a row)
+        return ("w", None, None, "", 0)
+
+    def _candidates(self, prev, sep) -> FrozenSet[str]:
+        return self.starts if prev is None else self.edges.get(prev, {}).get(sep, frozenset())
 
     def _complete(self, elem: tuple, sub) -> bool:
         kind, arg = elem
@@ -140,8 +129,10 @@ class _JsonNFA:
             return sub == len(arg)
         if kind == "int":
             return sub in arg
-        node, words, _ = sub
-        return words >= 1 and (node == -1 or self._nodes[node].word)
+        if sub[0] != "w":
+            return False
+        _, prev, sep, prefix, _ = sub
+        return prefix in self.ends and prefix in self._candidates(prev, sep)
 
     def closure(self, states: Iterable[tuple]) -> FrozenSet[tuple]:
         out, todo = set(), list(states)
@@ -164,6 +155,27 @@ class _JsonNFA:
     def start(self) -> FrozenSet[tuple]:
         return self.closure((a, 0, self._initial(elems[0][0])) for a, elems in enumerate(self.alts))
 
+    def _prompt_step(self, sub, ch: str) -> List[tuple]:
+        tag = sub[0]
+        out = []
+        if tag == "w":
+            _, prev, sep, prefix, words = sub
+            cands = self._candidates(prev, sep)
+            grown = prefix + ch
+            if any(w.startswith(grown) for w in cands):
+                out.append(("w", prev, sep, grown, words))
+            if prefix in cands and words + 1 < self.max_words:  # the word is whole: its separator begins
+                if any(s.startswith(ch) for s in self.seps.get(prefix, ())):
+                    out.append(("s", prefix, ch, words + 1))
+        else:
+            _, word, sep, words = sub
+            grown = sep + ch
+            if any(s.startswith(grown) for s in self.seps.get(word, ())):
+                out.append(("s", word, grown, words))
+            if sep in self.edges.get(word, {}) and any(w.startswith(ch) for w in self.edges[word][sep]):
+                out.append(("w", word, sep, ch, words))
+        return out
+
     def step(self, states: FrozenSet[tuple], ch: str) -> FrozenSet[tuple]:
         nxt = []
         for alt, e, sub in states:
@@ -178,17 +190,7 @@ class _JsonNFA:
                 if ch.isdigit() and any(v.startswith(cand) for v in arg):
                     nxt.append((alt, e, cand))
             else:
-                node, words, seps = sub
-                if ch in PROMPT_PUNCTUATION:  # a separator: after a whole word, at most two in a row
-                    if words and words < self.max_words and seps < 2 and (node == -1 or self._nodes[node].word):
-                        nxt.append((alt, e, (-1, words, seps + 1)))
-                    continue
-                if node == -1 and words >= self.max_words:
-                    continue
-                here = self.words if node == -1 else self._nodes[node]
-                child = here.children.get(ch)
-                if child is not None:
-                    nxt.append((alt, e, (self._node_id(child), words + (node == -1), 0)))
+                nxt.extend((alt, e, x) for x in self._prompt_step(sub, ch))
         return self.closure(nxt) if nxt else frozenset()
 
     @staticmethod
@@ -320,7 +322,7 @@ class TurnConstraint:
             answer = token == v.ids[ANSWER_OPEN]
             self.phase = "answer" if answer else "call"
             alts = _answer_alternatives(self.g) if answer else _call_alternatives(self.g)
-            self.nfa = _JsonNFA(alts, self.g.lexicon, self.g.max_prompt_words)
+            self.nfa = _JsonNFA(alts, self.g.texts, self.g.max_prompt_words)
             self.states = self.nfa.start()
         elif self.phase in ("call", "answer"):
             if token in (v.ids[CALL_CLOSE], v.ids[ANSWER_CLOSE]):

@@ -20,6 +20,16 @@ def syn_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def syn_root96(tmp_path_factory):
+    """The CPU preset's image size: the judge is calibrated at 96 px (marks of a few pixels
+    at 64 px are ambiguous), so tests of what it passes use this one."""
+    from rollout.config import SyntheticDataConfig
+    from rollout.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("syn96"), seed=0, cfg=SyntheticDataConfig(size=96))
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     from policy.tiny import build_tiny_models
 

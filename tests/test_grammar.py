@@ -7,24 +7,28 @@ import pytest
 import torch
 
 from policy.engine import GenRequest, HFEngine
-from rollout.grammar import TurnGrammar, lexicon_from, replay
+from rollout.grammar import TurnGrammar, copy_graph, replay
 from rollout.parser import Answer, ToolCall, parse_turn
 
 PG = "a large dark crack (crack) across the marble, sharp high contrast"
-LEX = lexicon_from(["Category: syn_marble. Defect type: crack.", PG])
+REVIEW = "Make the defect more visible: sharp high contrast."
+TEXTS = ("Category: syn_marble. Defect type: crack.", PG, REVIEW)
 
 
 def encode(tok, text):
     return tok.encode(text, add_special_tokens=False)
 
 
-def test_lexicon_has_the_words_and_their_parts():
-    assert {"syn_marble", "syn", "marble", "crack", "sharp", "the", "a"} <= set(LEX)
-    assert "st" not in LEX and "syn_weave" not in LEX
+def test_copy_graph_of_the_texts():
+    starts, edges, ends = copy_graph(TEXTS)
+    assert {"a", "Category", "Defect", "Make", "sharp"} <= starts  # texts and sentences begin there
+    assert {"contrast", "crack", "syn_marble", "visible"} <= ends
+    assert edges["a"] == {" ": {"large"}} and edges["crack"] == {" (": {"crack"}, ") ": {"across"}}
+    assert edges["high"] == {" ": {"contrast"}}
 
 
 def test_replay_accepts_the_canonical_turns(tok):
-    g = TurnGrammar(images=3, lexicon=LEX)
+    g = TurnGrammar(images=3, texts=TEXTS)
     turns = ['<thinking>I need a prompt.</thinking><tool_call>{"name": "prompt_gen", "arguments": {}}</tool_call>',
              f'<thinking>Edit.</thinking><tool_call>{{"name": "image_gen", "arguments": {{"prompt": "{PG}"}}}}</tool_call>',
              '<thinking>Check.</thinking><tool_call>{"name": "quality_eval", "arguments": {"image_index": 2}}</tool_call>',
@@ -37,17 +41,21 @@ def test_replay_accepts_the_canonical_turns(tok):
 
 @pytest.mark.parametrize("text", [
     '<thinking>x</thinking><tool_call>{"name": "image_gen", "arguments": {"prompt": "a medium st on the syn_weave"}}</tool_call>',
+    # every word is the episode's, but "the at" was never said: not a copy
+    '<thinking>x</thinking><tool_call>{"name": "image_gen", "arguments": {"prompt": "a large dark crack (crack) across the at"}}</tool_call>',
+    # a prompt ends where a text or a sentence ends
+    '<thinking>x</thinking><tool_call>{"name": "image_gen", "arguments": {"prompt": "a large dark"}}</tool_call>',
     '<thinking>x</thinking><tool_call>{"name": "quality_gen", "arguments": {}}</tool_call>',
     '<thinking>x</thinking><tool_call>{"name": "mask_gen", "arguments": {"image_index": 3}}</tool_call>',
     '<thinking>x</thinking><tool_call>{"name": "image_gen", "arguments": {"prompt": ""}}</tool_call>',
 ])
 def test_replay_refuses_what_the_grammar_forbids(tok, text):
     with pytest.raises(ValueError, match="not allowed"):
-        replay(TurnGrammar(images=3, lexicon=LEX), encode(tok, text), tok)
+        replay(TurnGrammar(images=3, texts=TEXTS), encode(tok, text), tok)
 
 
 def test_no_answer_and_no_index_before_an_image_exists(tok):
-    g = TurnGrammar(images=1, lexicon=LEX)
+    g = TurnGrammar(images=1, texts=TEXTS)
     allowed = replay(g, encode(tok, "<thinking>a</thinking>"), tok)
     assert len(allowed) == 3
     from rollout.grammar import TurnConstraint, vocabulary
@@ -59,7 +67,7 @@ def test_no_answer_and_no_index_before_an_image_exists(tok):
 
 
 def test_thinking_is_capped(tok):
-    g = TurnGrammar(images=1, lexicon=LEX, max_think_tokens=2)
+    g = TurnGrammar(images=1, texts=TEXTS, max_think_tokens=2)
     ids = encode(tok, "<thinking>a b c")
     assert len(ids) == 4
     with pytest.raises(ValueError, match="position 3"):  # a third thinking token is refused
@@ -67,11 +75,11 @@ def test_thinking_is_capped(tok):
     assert replay(g, ids[:3] + [tok.convert_tokens_to_ids("</thinking>")], tok)[-1] == (tok.convert_tokens_to_ids("</thinking>"),)
 
 
-def test_regex_matches_the_canonical_call():
-    g = TurnGrammar(images=2, lexicon=LEX)
-    assert re.fullmatch(g.regex(), f'{{"name": "image_gen", "arguments": {{"prompt": "{PG}"}}}}')
-    assert re.fullmatch(g.regex(), '{"name": "mask_gen", "arguments": {"image_index": 1}}')
-    assert not re.fullmatch(g.regex(), '{"name": "image_gen", "arguments": {"prompt": "a st on it"}}')
+def test_a_prompt_may_splice_the_review_into_the_pg_prompt(tok):
+    """PG's prompt and the review share "sharp high contrast": a walk may leave one for the other."""
+    g = TurnGrammar(images=2, texts=("a small dark spot on the pill, clearly visible", "Make it more visible: sharp high contrast."))
+    for prompt in ("a small dark spot on the pill, clearly visible", "sharp high contrast"):
+        replay(g, encode(tok, f'<thinking>x</thinking><tool_call>{{"name": "image_gen", "arguments": {{"prompt": "{prompt}"}}}}</tool_call>'), tok)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +95,8 @@ def _prompt(engine):
 @pytest.mark.parametrize("images", [1, 3])
 def test_untrained_policy_under_the_grammar_writes_parsable_turns(engine, images):
     """An untrained policy samples garbage freely; under the grammar every finished turn is
-    a valid call or answer whose prompt words come from the lexicon."""
-    g = TurnGrammar(images=images, lexicon=LEX, max_think_tokens=6).to_dict()
+    a valid call or answer whose prompt is a copy of the episode's texts."""
+    g = TurnGrammar(images=images, texts=TEXTS, max_think_tokens=6).to_dict()
     stops = [engine.tokenizer.convert_tokens_to_ids(t) for t in ("</tool_call>", "</answer>")]
     reqs = [GenRequest(_prompt(engine), {"temperature": 1.0, "max_tokens": 160, "grammar": g, "stop_token_ids": stops})
             for _ in range(12)]
@@ -97,7 +105,9 @@ def test_untrained_policy_under_the_grammar_writes_parsable_turns(engine, images
         turn = parse_turn(engine.tokenizer.decode(res.token_ids, skip_special_tokens=False))
         assert isinstance(turn.action, (ToolCall, Answer)) and turn.format_ok
         if isinstance(turn.action, ToolCall) and turn.action.name == "image_gen":
-            assert set(re.findall(r"[A-Za-z0-9_]+", turn.action.arguments["prompt"])) <= set(LEX)
+            words = re.findall(r"[A-Za-z0-9_]+", turn.action.arguments["prompt"])
+            _, edges, _ = copy_graph(TEXTS)
+            assert all(b in {x for nxt in edges.get(a, {}).values() for x in nxt} for a, b in zip(words, words[1:]))
         if images == 1:
             assert isinstance(turn.action, ToolCall) and turn.action.name in ("prompt_gen", "knowledge", "image_gen")
 
@@ -107,7 +117,7 @@ def test_constrained_logprobs_are_the_learners(engine, tok):
     the ratio of an on-policy step is exactly 1."""
     from policy.learner import batch_from_episodes, response_log_probs
 
-    g = TurnGrammar(images=3, lexicon=LEX, max_think_tokens=6).to_dict()
+    g = TurnGrammar(images=3, texts=TEXTS, max_think_tokens=6).to_dict()
     p = _prompt(engine)
     stops = [tok.convert_tokens_to_ids(t) for t in ("</tool_call>", "</answer>")]
     res = engine.generate_batch([GenRequest(p, {"temperature": 1.0, "max_tokens": 160, "grammar": g,
@@ -135,7 +145,7 @@ def test_constrained_logprobs_are_the_learners(engine, tok):
 def test_continuous_decoder_samples_under_the_grammar(engine, tok):
     from policy.continuous import ContinuousDecoder
 
-    g = TurnGrammar(images=2, lexicon=LEX, max_think_tokens=4).to_dict()
+    g = TurnGrammar(images=2, texts=TEXTS, max_think_tokens=4).to_dict()
     stops = [tok.convert_tokens_to_ids(t) for t in ("</tool_call>", "</answer>")]
     dec = ContinuousDecoder(engine, 4)
     got = []

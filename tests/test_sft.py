@@ -56,13 +56,13 @@ def test_trajectories_parse_back_with_zero_errors(trajectories):
 def test_every_trajectory_is_valid_under_the_turn_grammar(trajectories, tok):
     """What the policy learns is what the grammar lets it write at rollout: each turn replays
     under the grammar an episode would send at that point (images so far, words seen so far)."""
-    from rollout.grammar import TurnGrammar, lexicon_from, replay
+    from rollout.grammar import TurnGrammar, replay
     from rollout.prompts import task_text
 
     for t in trajectories:
         words, images = [task_text(t.category, t.defect_type)], 1
         for i, turn in enumerate(t.turns):
-            replay(TurnGrammar(images, lexicon_from(words)), tok.encode(turn, add_special_tokens=False), tok)
+            replay(TurnGrammar(images, tuple(words)), tok.encode(turn, add_special_tokens=False), tok)
             if i < len(t.observations):
                 o = t.observations[i]
                 words += [str(o[k]) for k in ("prompt", "text", "review") if k in o]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from rewards.config import RewardConfig
-from rewards.reward import reward
+from rewards.reward import masked_images, reward
 
 SCORED_FIELDS = ("status", "answer", "qe_scores", "actions", "format_ok", "turns")
 
 
 def slim(record: Dict[str, Any]) -> Dict[str, Any]:
     """The part of an episode record the reward reads (no images through the object store)."""
-    return {"episode_id": record["episode_id"], **{k: record[k] for k in SCORED_FIELDS}}
+    return {"episode_id": record["episode_id"], **{k: record[k] for k in SCORED_FIELDS},
+            "masked_images": masked_images(record)}
 
 
 class RewardActor:

@@ -1,7 +1,7 @@
 """The three-part reward of design.md §5, computed from an episode record.
 
     R      = α·R_task + β·R_ref + γ·R_beh
-    R_task = S_final                                  (QE score of the answered image)
+    R_task = S_final + b·1[pass]                      (QE score of the answered image; b = pass_bonus, ours)
     R_ref  = Σ_m max(0, S_m − S_{m−1})                (consecutive QE-scored generations)
     R_beh  = Σ_t [Φ(a_{t−1}, a_t) + λ_KR·1[a_t = KR ∧ S_t < δ]] + 1[format ok] − λ_T·max(0, T − T_max)
 
@@ -10,7 +10,9 @@ silent we decide, and say so: Φ is 0 for an allowed transition and −invalid_t
 otherwise (table below); a turn that failed to parse or that a tool refused is an action
 ``error`` with Φ = −error_action; S_t for the KR bonus is the latest QE score before the KR
 call (no score yet: no bonus); an episode without a valid answer has S_final = 0; "format
-ok" means every turn parsed and the episode ended with a valid answer.
+ok" means every turn parsed and the episode ended with a valid answer. Ours too: R_task adds
+``pass_bonus`` when the answered image passed QE and has its mask — what the delivery gate
+asks of a sample — so the reward pays for a deliverable sample, not only for a high score.
 """
 from __future__ import annotations
 
@@ -49,13 +51,23 @@ def scaled(score: Dict[str, Any], cfg: RewardConfig) -> float:
     return (w * float(score["location_score"]) + (1 - w) * float(score["quality_score"])) / 5.0
 
 
+def masked_images(record: Dict[str, Any]) -> List[int]:
+    """The images the episode made a mask of (a slim record carries the list, a full one the masks)."""
+    if "masked_images" in record:
+        return list(record["masked_images"])
+    return sorted(int(k) for k in record.get("masks", {}))
+
+
 def _task(record: Dict[str, Any], cfg: RewardConfig) -> float:
     answer = record.get("answer")
     if record.get("status") != "answer" or not answer:
         return 0.0
     idx = answer.get("final_image_index")
     scores = [s for s in record["qe_scores"] if s["image_index"] == idx]
-    return scaled(scores[-1], cfg) if scores else 0.0
+    if not scores:
+        return 0.0
+    gated = bool(scores[-1].get("pass")) and idx in masked_images(record)  # what the delivery gate asks
+    return scaled(scores[-1], cfg) + (cfg.pass_bonus if gated else 0.0)
 
 
 def _reflection(record: Dict[str, Any], cfg: RewardConfig) -> float:

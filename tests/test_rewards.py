@@ -51,6 +51,16 @@ def test_reflection_counts_only_improvements_and_first_score_per_image():
     assert r.reflection == pytest.approx(0.2)
 
 
+def test_pass_bonus_needs_a_passing_score_and_a_mask_of_the_answered_image():
+    scores = [{**qe(1, 3, 5, 2), "pass": False}, {**qe(2, 6, 5, 4), "pass": True}]
+    base = rec(WELL, scores, final=2)
+    assert reward({**base, "masked_images": [2]}, RewardConfig()).task == pytest.approx(0.9 + 0.5)
+    assert reward({**base, "masked_images": []}, RewardConfig()).task == pytest.approx(0.9)  # no mask: not deliverable
+    assert reward({**base, "masked_images": [2]}, RewardConfig(pass_bonus=0.0)).task == pytest.approx(0.9)
+    assert reward({**rec(WELL, scores, final=1), "masked_images": [1]}, RewardConfig()).task == pytest.approx(0.7)
+    assert slim({**base, "masks": {2: np.zeros((2, 2))}})["masked_images"] == [2]
+
+
 def test_answer_without_a_score_or_no_answer_gives_zero_task():
     assert reward(rec(["image_gen", "answer"], [], final=1), RewardConfig()).task == 0.0
     assert reward(rec(["image_gen"], [qe(1, 1, 5, 5)], status="token_cap"), RewardConfig()).task == 0.0

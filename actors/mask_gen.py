@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from actors.defect_measure import CHANGE_LEVEL, change_map, changed_pixels
 from actors.errors import ToolError
 from actors.regions import box_mask
 from actors.schema import check_image
@@ -44,16 +45,16 @@ def classical_foreground(image: np.ndarray) -> np.ndarray:
 
 
 def change_mask(normal: np.ndarray, edited: np.ndarray, region: Optional[Tuple[int, int, int, int]],
-                threshold: float = 0.08) -> np.ndarray:
-    """HxW uint8 0/255: pixels whose colour changed by more than ``threshold`` of the range."""
+                threshold: float = CHANGE_LEVEL / 255) -> np.ndarray:
+    """HxW uint8 0/255: pixels whose colour changed by more than ``threshold`` of the range,
+    cleaned as the judge cleans them (``changed_pixels``). A 3x3 opening used to erase
+    1–2 px scratches entirely: MG returned an empty mask for a scratch the judge passed."""
     if normal.shape != edited.shape:
         raise ValueError(f"normal {normal.shape} and edited {edited.shape} differ in size")
-    diff = np.abs(edited.astype(np.int16) - normal.astype(np.int16)).max(axis=2)
-    changed = diff > threshold * 255
+    diff = change_map(normal, edited)
     if region is not None:
-        changed &= box_mask(region, changed.shape)
-    changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, _KERNEL) if changed.sum() > 16 else changed
-    return (changed > 0).astype(np.uint8) * 255
+        diff = diff * box_mask(region, diff.shape)
+    return changed_pixels(diff, threshold * 255).astype(np.uint8) * 255
 
 
 class ClassicalMaskGen(Tool):
@@ -62,7 +63,7 @@ class ClassicalMaskGen(Tool):
     schema = SCHEMA
     required_images = ("normal", "edited")
 
-    def __init__(self, change_threshold: float = 0.08):
+    def __init__(self, change_threshold: float = CHANGE_LEVEL / 255):
         self.change_threshold = change_threshold
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
@@ -86,7 +87,7 @@ class SamMaskGen(ClassicalMaskGen):
     """segment-anything backend; ``model`` is a built ``Sam`` (tests: a tiny one)."""
 
     def __init__(self, checkpoint: Optional[str] = None, model_type: str = "vit_b", model=None,
-                 change_threshold: float = 0.08, device: str = "cpu"):
+                 change_threshold: float = CHANGE_LEVEL / 255, device: str = "cpu"):
         super().__init__(change_threshold)
         from segment_anything import SamPredictor, sam_model_registry
 

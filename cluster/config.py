@@ -150,6 +150,7 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e, "config")) from None
     _check_choices(cfg)
+    _check_ranges(cfg)
     return cfg
 
 
@@ -174,6 +175,75 @@ def _check_choices(cfg: AppConfig) -> None:
             value = getattr(value, part)
         if value not in allowed:
             raise ConfigError(f"bad config key '{dotted}': {value!r} is not one of {list(allowed)}")
+
+
+# Numeric ranges by key pattern (fnmatch on the dotted key), first match wins: (low, high,
+# low exclusive, what it is). Every int/float field must match one (tests/test_config.py).
+_INF = float("inf")
+_RANGES = (
+    ("sft.warmup_steps", 0, _INF, False, "a count"),
+    ("*max_restarts", 0, _INF, False, "a count"),
+    ("serve.max_queued_requests", 0, _INF, False, "a count"),
+    ("policy.engine.prefix_cache_tokens", 0, _INF, False, "a count (0: no prefix cache)"),
+    ("serve.port", 1, 65535, False, "a port"),
+    ("*seed", 0, _INF, False, "a seed"),
+    ("*temperature", 0, _INF, False, "a temperature"),
+    ("*fraction", 0, 1, False, "a fraction"),
+    ("*_ratio", 0, 1, False, "a fraction"),
+    ("episode.top_p", 0, 1, True, "a fraction"),
+    ("learner.lam", 0, 1, False, "a fraction"),
+    ("learner.gamma", 0, 1, False, "a fraction"),
+    ("tools.image_gen.strength", 0, 1, False, "a fraction"),
+    ("tools.mask_gen.change_threshold", 0, 1, False, "a fraction"),
+    ("tools.quality_eval.pass_score", 0, 5, False, "a score on 0-5"),
+    ("*num_cpus*", 0, _INF, False, "a resource amount"),
+    ("*num_gpus*", 0, _INF, False, "a resource amount"),
+    ("*lr", 0, _INF, True, "a positive number"),
+    ("*timeout_s", 0, _INF, True, "a positive number"),
+    ("*adam_eps", 0, _INF, True, "a positive number"),
+    ("reward.*", 0, _INF, False, "a non-negative number"),
+    ("*coef", 0, _INF, False, "a non-negative number"),
+    ("*value_clip", 0, _INF, False, "a non-negative number"),
+    ("*weight_decay", 0, _INF, False, "a non-negative number"),
+    ("*grad_clip", 0, _INF, False, "a non-negative number"),
+    ("*batch_wait_ms", 0, _INF, False, "a non-negative number"),
+    ("*guidance_scale", 0, _INF, False, "a non-negative number"),
+    # everything else that is numeric is a step count, size or count
+    ("*", 1, _INF, False, "a count or size"),
+)
+
+
+def numeric_fields(node, prefix: str = ""):
+    """(dotted key, value) of every int/float field, None-valued optionals included."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(node))
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from numeric_fields(value, f"{prefix}{f.name}.")
+            continue
+        args = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if any(a in (int, float) for a in args):
+            yield f"{prefix}{f.name}", value
+
+
+def range_of(key: str):
+    from fnmatch import fnmatchcase
+
+    return next(r for r in _RANGES if fnmatchcase(key, r[0]))
+
+
+def _check_ranges(cfg: AppConfig) -> None:
+    for key, value in numeric_fields(cfg):
+        if value is None:
+            continue
+        _, low, high, open_low, kind = range_of(key)
+        if value < low or value > high or (open_low and value == low):
+            bound = (f"> {low:g}" if open_low else f">= {low:g}") if high == _INF else \
+                f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+            raise ConfigError(f"bad config key '{key}': {value!r} is out of range: {kind}, must be {bound}")
 
 
 def to_yaml(cfg: AppConfig) -> str:

@@ -65,3 +65,41 @@ def test_cli_help_lists_commands(capsys):
     text = capsys.readouterr().out
     for cmd in ("make-data", "tiny-models", "split", "demo"):
         assert cmd in text
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rl.steps=-1", "'rl.steps': -1 is out of range: a count or size, must be >= 1"),
+    ("data.synthetic.size=0", "'data.synthetic.size': 0 is out of range: a count or size, must be >= 1"),
+    ("sft.word_swap_fraction=1.5", "'sft.word_swap_fraction': 1.5 is out of range: a fraction, must be in [0, 1]"),
+    ("episode.top_p=0", "'episode.top_p': 0.0 is out of range: a fraction, must be in (0, 1]"),
+    ("episode.temperature=-0.1", "'episode.temperature': -0.1 is out of range: a temperature, must be >= 0"),
+    ("serve.port=70000", "'serve.port': 70000 is out of range: a port, must be in [1, 65535]"),
+    ("serve.port=0", "'serve.port': 0 is out of range: a port, must be in [1, 65535]"),
+    ("learner.lr=0", "'learner.lr': 0.0 is out of range: a positive number, must be > 0"),
+    ("reward.beta=-1", "'reward.beta': -1.0 is out of range: a non-negative number, must be >= 0"),
+    ("tools.quality_eval.pass_score=6", "'tools.quality_eval.pass_score': 6.0 is out of range: a score on 0-5, must be in [0, 5]"),
+    ("ray.num_cpus=-2", "'ray.num_cpus': -2 is out of range: a resource amount, must be >= 0"),
+    ("demo.bench_epochs=0", "'demo.bench_epochs': 0 is out of range: a count or size, must be >= 1"),
+])
+def test_numeric_values_out_of_range_are_refused_by_name(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(DEFAULT_CONFIG, [override])
+    assert str(e.value) == "bad config key " + message
+
+
+def test_range_edges_are_accepted_and_every_numeric_key_has_a_range():
+    from cluster.config import _RANGES, numeric_fields, range_of
+
+    cfg = load_config(DEFAULT_CONFIG, ["rl.steps=1", "sft.word_swap_fraction=0", "sft.word_swap_fraction=1",
+                                       "episode.temperature=0", "serve.port=65535", "sft.warmup_steps=0",
+                                       "policy.engine.prefix_cache_tokens=0", "demo.bench_epochs=null"])
+    assert cfg.serve.port == 65535 and cfg.sft.warmup_steps == 0 and cfg.demo.bench_epochs is None
+    keys = [k for k, _ in numeric_fields(AppConfig())]
+    assert len(keys) > 100 and all(range_of(k) for k in keys)
+    used = {range_of(k)[0] for k in keys}
+    assert [r[0] for r in _RANGES if r[0] not in used] == []  # no rule names a key that is gone
+
+
+def test_cli_refuses_a_negative_step_count_before_work(capsys):
+    assert main(["train", "rl.steps=-1"]) == 2
+    assert "'rl.steps': -1 is out of range" in capsys.readouterr().err

@@ -73,6 +73,29 @@ def cmd_bench(cfg: AppConfig, args) -> int:
         res = run_faults_bench(cfg, fuzz_turns=args.fuzz_turns, serve_seconds=args.serve_seconds)
         print(f"episodes_lost={res['episodes_lost']} duplicates={res['duplicates']} "
               f"parser_crashes={res['parser_crashes']} serve_5xx={res['serve_5xx']}")
+    elif args.suite == "agent":
+        from cluster.agent_bench import last_line, run_agent_bench
+
+        out = Path(args.out) if args.out else Path(cfg.out_dir) / "bench_agent"
+        report = run_agent_bench(cfg, out, Path(args.runs) if args.runs else None, args.quick, args.data)
+        print((out / "table.md").read_text())
+        print(f"table: {out / 'table.md'}, figure: {out / 'ablation.png'}")
+        print(last_line(report))
+    elif args.suite == "judge":
+        from actors.registry import build_tool
+        from benchmarks.judge import calibrate, write_report
+        from cluster.assets import dataset_root
+        from rollout.data import open_dataset
+
+        root = Path(args.data) if args.data else dataset_root(cfg)
+        ds = open_dataset(cfg.data.format, root, args.categories.split(",") if args.categories else None,
+                          cfg.data.visa_type_table)
+        res = calibrate(ds, root, build_tool("quality_eval", cfg.tools))
+        out = Path(args.out) if args.out else Path(cfg.out_dir) / "bench_judge"
+        write_report(res, out)
+        print((out / "confusion.md").read_text())
+        print(f"judge_type_accuracy={res['judge_type_accuracy']:.3f} real_pass={res['real_pass']:.3f} "
+              f"wrong_type_fail={res['wrong_type_fail']:.3f} normal_fail={res['normal_fail']:.3f}")
     elif args.suite == "mvtec":
         from benchmarks.mvtec import run_mvtec_bench
         from cluster.assets import dataset_root
@@ -120,7 +143,8 @@ def cmd_synthesize(cfg: AppConfig, args) -> int:
     from cluster.synthesize_cmd import run_synthesize
 
     res = run_synthesize(cfg, args.data, Path(args.out), args.categories.split(",") if args.categories else None)
-    print(f"synthesize: {res['samples']} samples in {res['out']} by source {res['all_sources']}")
+    print(f"synthesize: {res['delivered']} of {res['samples']} samples delivered in {res['out']} by source "
+          f"{res['all_sources']}; undelivered {sum(res['undelivered'].values())}")
     if res.get("lost"):
         print(f"anomalyagent: {res['lost']} episodes failed on infrastructure faults; rerun to fill them", file=sys.stderr)
         return 1
@@ -181,16 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", default=None, help="comma-separated")
     _add_common(p)
     p = sub.add_parser("bench", help="benchmarks: tools (IG batching), rollout (manager vs sequential), "
-                                     "mvtec (the MVTec-AD tables), faults (reliability figures)")
-    p.add_argument("suite", choices=["tools", "rollout", "mvtec", "faults"])
+                                     "mvtec (the MVTec-AD tables), faults (reliability figures), "
+                                     "judge (QE calibration on real anomalies), agent (the ablation)")
+    p.add_argument("suite", choices=["tools", "rollout", "mvtec", "faults", "judge", "agent"])
     p.add_argument("--fuzz-turns", type=int, default=10000, help="faults: generated policy turns")
     p.add_argument("--serve-seconds", type=float, default=20.0, help="faults: sustained serve load")
     p.add_argument("--generated", default=None, help="mvtec: folder written by `anomalyagent synthesize`")
-    p.add_argument("--data", default=None, help="mvtec: dataset root (default: the configured one)")
-    p.add_argument("--out", default=None, help="mvtec: output folder (default: <out_dir>/bench_mvtec)")
-    p.add_argument("--categories", default=None, help="mvtec: comma-separated (default: all generated)")
+    p.add_argument("--data", default=None, help="mvtec, judge, agent: dataset root (default: the configured one)")
+    p.add_argument("--out", default=None, help="mvtec, judge, agent: output folder (default: <out_dir>/bench_<suite>)")
+    p.add_argument("--categories", default=None, help="mvtec, judge: comma-separated (default: all)")
+    p.add_argument("--runs", default=None, help="agent: folder with (or for) the SFT and GRPO checkpoints")
     p.add_argument("--epochs", type=int, default=None, help="mvtec: classifier and detector epochs")
-    p.add_argument("--quick", action="store_true", help="mvtec: the CPU preset (small images, few epochs)")
+    p.add_argument("--quick", action="store_true", help="mvtec, agent: the CPU preset (small images, few epochs, few samples)")
     p.add_argument("--tasks", type=int, default=16, help="rollout: number of tasks")
     p.add_argument("--group", type=int, default=4, help="rollout: samples per task (G)")
     _add_common(p)

@@ -1,7 +1,9 @@
 """The main job (``make demo``): the whole product end to end on the embedded default —
 data, tiny models, the tool chain, SFT (with the well-formed rate before/after), GRPO, a
-rollout of the trained agent, ``synthesize`` for the target categories, and the quick
-MVTec benchmark — into a report folder. Each stage is resumable (``cluster.stages``)."""
+rollout of the trained agent, and the quick agent ablation (the trained agent, the SFT
+agent and the fixed pipelines synthesizing the target categories through the delivery
+gate, each with the quick MVTec benchmark) — into a report folder. Each stage is
+resumable (``cluster.stages``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,30 +95,20 @@ def _stage_well_formed(cfg: AppConfig, root: str, base: str, trained: str) -> di
             "after_sampled": None if sampled is None else round(sampled, 4)}
 
 
-def _stage_synthesize(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
-    import copy
-
-    from cluster.demo_report import samples_figure
-    from cluster.synthesize_cmd import run_synthesize
-
-    cfg = copy.deepcopy(cfg)
-    cfg.synthesize.policy, cfg.synthesize.per_defect = policy, cfg.demo.per_defect
-    res = run_synthesize(cfg, root, out)
-    samples_figure(out, out.parent)
-    return {k: res[k] for k in ("out", "policy", "samples", "all_sources")}
-
-
-def _stage_bench(cfg: AppConfig, root: str, generated: str, out: Path) -> dict:
+def _stage_ablation(cfg: AppConfig, root: str, sft: str, grpo: str, out: Path) -> dict:
+    """The quick agent ablation (cluster/agent_bench.py) with the demo's own checkpoints; the
+    trained agent's row is the demo's synthesis."""
     import shutil
 
-    from benchmarks.mvtec import run_mvtec_bench
+    from cluster.agent_bench import last_line, run_agent_bench
+    from cluster.demo_report import samples_figure
 
-    res = run_mvtec_bench(generated, root, out, epochs=cfg.demo.bench_epochs, quick=True, cfg=cfg.bench,
-                          data_format=cfg.data.format)
-    shutil.copy(out / "per_category.png", out.parent / "per_category.png")
-    mean = res["summary"]["mean"]
-    return {"out": str(out), "iclpips_speedup": res["iclpips"]["speedup"],
-            "mean": {k: round(v, 4) for k, v in mean.items() if isinstance(v, float)}}
+    report = run_agent_bench(cfg, out, quick=True, data=root, per_defect=cfg.demo.per_defect,
+                             policies={"sft": sft, "grpo": grpo}, bench_epochs=cfg.demo.bench_epochs)
+    shutil.copy(out / "ablation.png", out.parent / "ablation.png")
+    samples_figure(out / "rows" / "grpo", out.parent)
+    print(last_line(report))
+    return {"rows": report["rows"], "k": report["k"], "last_line": last_line(report)}
 
 
 def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
@@ -131,8 +123,8 @@ def run_demo(cfg: AppConfig, out: Optional[Path] = None) -> int:
     runner.run("well_formed", lambda: _stage_well_formed(cfg, data["root"], models["policy"], sft["checkpoint"]))
     grpo = runner.run("grpo", lambda: _stage_grpo(cfg, data["root"], sft["checkpoint"], out / "grpo"))
     runner.run("rollout", lambda: run_rollout_stage(cfg, data["root"], grpo["checkpoint"], out / "trajectories"))
-    syn = runner.run("synthesize", lambda: _stage_synthesize(cfg, data["root"], grpo["checkpoint"], out / "synthesized"))
-    runner.run("bench", lambda: _stage_bench(cfg, data["root"], syn["out"], out / "bench"))
+    runner.run("ablation", lambda: _stage_ablation(cfg, data["root"], sft["checkpoint"], grpo["checkpoint"],
+                                                   out / "ablation"))
     report = write_report(out, runner)
     print(f"demo finished: report at {report}")
     return 0

@@ -39,7 +39,8 @@ def test_fsdp_world_size_two_matches_world_size_one_including_an_empty_shard(ray
     assert set(full) == set(ref)
     for k in ref:
         assert torch.allclose(full[k], ref[k], atol=1e-6), k
-    assert m_group["grad_norm"] == pytest.approx(m_single["grad_norm"], rel=1e-5)
+    # the norm is a float32 sum of squares reduced per shard, then across ranks: its order differs
+    assert m_group["grad_norm"] == pytest.approx(m_single["grad_norm"], rel=1e-4)
     for c in counts:  # each rank holds about half of every parameter
         assert c["full"] == counts[0]["full"] and 0.45 * c["full"] <= c["local"] <= 0.55 * c["full"]
 

@@ -83,7 +83,7 @@ class PipelineEngine:
 
     async def generate(self, request_id: str = "", *, prompt_ids, sampling_params, image_data: Optional[list] = None,
                        **kwargs):
-        from rollout.verl_adapter import token_output
+        from policy.server_output import token_output
 
         text = self.tok.decode(prompt_ids, skip_special_tokens=False)
         m = _TASK.search(text)

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.config import QUICK, MVTecBenchConfig
-from cluster.stages import write_json_atomic
+from rollout.atomic import write_json_atomic
 
 
 def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfig, lp, inception,

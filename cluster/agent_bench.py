@@ -48,7 +48,7 @@ def checkpoints(cfg: AppConfig, root: str, runs: Path) -> Dict[str, str]:
     from cluster.ray_session import cluster_session
     from cluster.train_cmd import sft_checkpoint
     from policy.checkpoint import CheckpointManager
-    from policy.rl_loop import train_rl
+    from cluster.rl_loop import train_rl
 
     sft = sft_checkpoint(cfg, root, policy_path(cfg), runs / "sft")
     latest = CheckpointManager(runs / "grpo" / "checkpoints").latest()

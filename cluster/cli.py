@@ -60,15 +60,15 @@ def cmd_demo(cfg: AppConfig, args) -> int:
 
 def cmd_bench(cfg: AppConfig, args) -> int:
     if args.suite == "tools":
-        from benchmarks.tools import run_tools_bench
+        from cluster.bench_tools import run_tools_bench
 
         run_tools_bench(cfg)
     elif args.suite == "rollout":
-        from benchmarks.rollout import run_rollout_bench
+        from cluster.bench_rollout import run_rollout_bench
 
         run_rollout_bench(cfg, n_tasks=args.tasks, group_size=args.group)
     elif args.suite == "faults":
-        from benchmarks.faults import run_faults_bench
+        from cluster.bench_faults import run_faults_bench
 
         res = run_faults_bench(cfg, fuzz_turns=args.fuzz_turns, serve_seconds=args.serve_seconds)
         print(f"episodes_lost={res['episodes_lost']} duplicates={res['duplicates']} "

@@ -18,10 +18,10 @@ from actors.config import ToolsConfig
 from benchmarks.config import MVTecBenchConfig
 from policy.config import LearnerConfig, PolicyConfig, RLConfig, SFTConfig
 from rewards.config import RewardConfig
+from rollout.config import DEFAULT_PRESET as DEFAULT_CONFIG
 from rollout.config import DataConfig, EpisodeConfig, RolloutConfig
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = REPO_CONFIGS / "cpu.yaml"
+REPO_CONFIGS = DEFAULT_CONFIG.parent
 
 
 class ConfigError(ValueError):
@@ -178,7 +178,7 @@ def _check_choices(cfg: AppConfig) -> None:
 
 
 # Numeric ranges by key pattern (fnmatch on the dotted key), first match wins: (low, high,
-# low exclusive, what it is). Every int/float field must match one (tests/test_config.py).
+# low exclusive, what it is). Every int/float field must match one (tests/cluster/test_config.py).
 _INF = float("inf")
 _RANGES = (
     ("sft.warmup_steps", 0, _INF, False, "a count"),

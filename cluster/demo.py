@@ -53,7 +53,7 @@ def _stage_grpo(cfg: AppConfig, root: str, policy: str, out: Path) -> dict:
 
     from cluster.ray_session import cluster_session
     from policy.checkpoint import CheckpointManager
-    from policy.rl_loop import train_rl
+    from cluster.rl_loop import train_rl
 
     cfg = copy.deepcopy(cfg)
     cfg.rl.steps = cfg.demo.rl_steps

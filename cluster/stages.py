@@ -3,16 +3,11 @@ and timing in ``stages.json`` and is skipped on the next run."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict
 
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+from rollout.atomic import write_json_atomic
 
 
 class StageRunner:

@@ -72,7 +72,7 @@ class SampleWriter:
 
     def __call__(self, record: Dict[str, Any], extra: Dict[str, Any]) -> None:
         from rollout.finalize import deliver
-        from rollout.store import atomic_png
+        from rollout.atomic import atomic_png
 
         task = record["task"]
         base, k, normal_path = self.index_of[task["task_id"]]

@@ -26,7 +26,7 @@ def run_train(cfg: AppConfig, out: Path) -> Dict[str, Any]:
     from cluster.assets import dataset_root, policy_path
     from cluster.ray_session import cluster_session
     from policy.faults import FAULT_ENV
-    from policy.rl_loop import train_rl
+    from cluster.rl_loop import train_rl
 
     fault = os.environ.get(FAULT_ENV)
     with cluster_session(cfg, learner=True):  # an impossible preset fails here, before SFT

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Sequence
+from typing import TYPE_CHECKING, Callable, List, Sequence
 
 import torch
 
-from policy.engine import GenRequest, GenResult, HFEngine, prefill_buckets, token_budget
+from policy.gen_types import GenRequest, GenResult, prefill_buckets, token_budget
 from policy.kv_slots import KVSlots
 from policy.sampling import sample_next
+
+if TYPE_CHECKING:  # the engine imports this module, not the other way round
+    from policy.engine import HFEngine
 
 Callback = Callable[[GenResult], None]
 

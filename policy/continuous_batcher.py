@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from policy.engine import GenRequest, GenResult
+from policy.gen_types import GenRequest, GenResult
 
 
 def _resolve(fut: asyncio.Future, value: Any = None, error: Optional[BaseException] = None) -> None:

@@ -17,55 +17,19 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from actors.batching import DynamicBatcher
+from policy.gen_types import GenRequest, GenResult, prefill_buckets, token_budget
 from policy.kv_buffer import preallocated_cache
 from policy.prefix_cache import PrefixCache
 from policy.sampling import AllowedMasks, sample_next
 
 
-@dataclass
-class GenRequest:
-    prompt_ids: List[int]
-    sampling_params: Dict[str, Any]
-    image_data: Optional[list] = None  # VL policies: the images of the token stream, in order
-
-
-@dataclass
-class GenResult:
-    token_ids: List[int]
-    log_probs: List[float]
-    stop_reason: str  # completed | length
-    constrained: bool = False  # sampled under the request's turn grammar
-
-
 def _group_key(p: Dict[str, Any]) -> Tuple:  # the grammar is per row, not a group setting
     return (float(p.get("temperature", 1.0)), float(p.get("top_p", 1.0)), tuple(p.get("stop_token_ids") or ()))
-
-
-def token_budget(params: Dict[str, Any]) -> int:
-    """``max_tokens`` of a request (128 when unset); at least one token must be asked for."""
-    budget = int(params.get("max_tokens", 128))
-    if budget < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {budget}")
-    return budget
-
-
-def prefill_buckets(new_tokens: Sequence[int], ratio: float = 2.0, slack: int = 32) -> List[List[int]]:
-    """Row indices grouped by how many tokens each must prefill: sorted, and a bucket closes
-    when a row needs more than ``ratio`` × the bucket's smallest + ``slack``. (Splitting by
-    context length as well was measured and did not help: episodes advance in step.)"""
-    buckets: List[List[int]] = []
-    for i in sorted(range(len(new_tokens)), key=lambda r: new_tokens[r]):
-        if buckets and new_tokens[i] <= ratio * new_tokens[buckets[-1][0]] + slack:
-            buckets[-1].append(i)
-        else:
-            buckets.append([i])
-    return buckets
 
 
 class HFEngine:
@@ -276,7 +240,7 @@ class EngineActor:
         token_budget(sampling_params)  # a bad request fails alone, before it joins a batch
         self.engine.constraint(sampling_params)  # so does a bad grammar
         res: GenResult = await self.batcher.submit(GenRequest(list(prompt_ids), dict(sampling_params), image_data))
-        from rollout.verl_adapter import token_output
+        from policy.server_output import token_output
 
         return token_output(res.token_ids, res.log_probs, res.stop_reason, self.engine.weights_version, res.constrained)
 

@@ -1,8 +1,36 @@
-"""Configuration of datasets and (later) episodes and rollouts."""
+"""Configuration of datasets, episodes and rollouts, and ``load_sections``: the slice of a
+preset that code below ``cluster/`` needs (verl's agent-loop workers read the tools and
+the episode from it, without the face's whole configuration)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+DEFAULT_PRESET = Path(__file__).resolve().parent.parent / "configs" / "cpu.yaml"
+
+
+def load_sections(path, overrides: Sequence[str], sections: Dict[str, type]) -> Dict[str, Any]:
+    """``{name: dataclass}`` of the named top-level sections of a preset file with its
+    ``key=value`` overrides, each checked against its schema (an unknown key is an error
+    naming it). The other sections are left to their owners (``cluster.config``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file not found: {p}")
+    raw = OmegaConf.merge(OmegaConf.load(p), OmegaConf.from_dotlist(list(overrides)))
+    out = {}
+    for name, cls in sections.items():
+        schema = OmegaConf.structured(cls)
+        OmegaConf.set_struct(schema, True)
+        try:
+            out[name] = OmegaConf.to_object(OmegaConf.merge(schema, raw.get(name) or {}))
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or getattr(e, "key", None)
+            raise ValueError(f"{p}: bad config key '{name}.{key}': {getattr(e, 'msg', e)}") from None
+    return out
 
 
 @dataclass

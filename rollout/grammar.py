@@ -41,6 +41,7 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 from rollout.format import ANSWER_CLOSE, ANSWER_OPEN, CALL_CLOSE, CALL_OPEN, THINK_CLOSE, THINK_OPEN, TOOL_NAMES
 
 WORD = re.compile(r"[A-Za-z0-9_]+")
+CONSTRAINED_FIELD = "grammar"  # the server's TokenOutput.extra_fields flag: sampled under the sent grammar
 SENTENCE_END = ".:;!?"
 
 

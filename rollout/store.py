@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from rollout.atomic import atomic_png
+
 SCHEMA = pa.schema([
     ("episode_id", pa.string()), ("task_id", pa.string()), ("group", pa.string()), ("category", pa.string()),
     ("defect_type", pa.string()), ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
@@ -32,13 +34,6 @@ SCHEMA = pa.schema([
     ("turn_grammars", pa.string()),  # JSON list: the grammar of each policy turn, null where sampled freely
 ])
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-def atomic_png(array: np.ndarray, path: Path) -> None:
-    """Write a PNG under a temporary name and rename it into place (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 class TrajectoryStore:

@@ -15,22 +15,14 @@ from verl.experimental.agent_loop.agent_loop import (
     DictConfigWrap,
     register,
 )
-from verl.workers.rollout.replica import TokenOutput
 
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner, Generation
+from rollout.grammar import CONSTRAINED_FIELD
 from rollout.tasks import Task
 from rollout.vision import VisionRenderer
 
 AGENT_NAME = "anomaly_agent"
-
-
-def token_output(token_ids: List[int], log_probs: List[float], stop_reason: str, weights_version: int = 0,
-                 constrained: bool = False) -> TokenOutput:
-    """What an LLM server returns to verl's agent loop; ``constrained``: sampled under the
-    request's turn grammar (our engine; a server that ignores it says False)."""
-    return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason=stop_reason,
-                       extra_fields={"global_steps": weights_version, "grammar": constrained})
 
 
 class ServerLLM:
@@ -46,7 +38,7 @@ class ServerLLM:
         vision = {"image_data": image_data} if image_data else {}
         out = await call(request_id=request_id, prompt_ids=prompt_ids, sampling_params=params, **vision)
         stop = "length" if out.stop_reason not in (None, "completed") else "completed"
-        constrained = bool((getattr(out, "extra_fields", None) or {}).get("grammar", False))
+        constrained = bool((getattr(out, "extra_fields", None) or {}).get(CONSTRAINED_FIELD, False))
         return Generation(list(out.token_ids), list(out.log_probs or []), stop, constrained)
 
 
@@ -81,10 +73,16 @@ class AnomalyAgentLoop(AgentLoopBase):
         self.episode_config = episode_config or app_cfg.episode
 
     def _app_config(self):
-        from cluster.config import DEFAULT_CONFIG, load_config
+        """The tools and episode sections of the preset named by verl's ``anomalyagent``
+        config block (``config``, ``overrides``)."""
+        from types import SimpleNamespace
+
+        from actors.config import ToolsConfig
+        from rollout.config import DEFAULT_PRESET, load_sections
 
         section = self.config.get("anomalyagent", {}) if hasattr(self.config, "get") else {}
-        return load_config(section.get("config", DEFAULT_CONFIG), list(section.get("overrides", [])))
+        return SimpleNamespace(**load_sections(section.get("config", DEFAULT_PRESET), list(section.get("overrides", [])),
+                                               {"tools": ToolsConfig, "episode": EpisodeConfig}))
 
     @classmethod
     def _tools_from(cls, app_cfg):

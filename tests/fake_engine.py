@@ -14,7 +14,7 @@ class ScriptedEngine:
         self.calls = 0
 
     async def generate(self, request_id: str = "", *, prompt_ids, sampling_params, **kwargs):
-        from rollout.verl_adapter import token_output
+        from policy.server_output import token_output
 
         self.calls += 1
         n = int(request_id.rsplit("-t", 1)[1])
@@ -39,7 +39,7 @@ class GroupContrastEngine(ScriptedEngine):
         self.version = 0
 
     async def generate(self, request_id: str = "", *, prompt_ids, sampling_params, **kwargs):
-        from rollout.verl_adapter import token_output
+        from policy.server_output import token_output
 
         episode = request_id.rsplit("-t", 1)[0]
         if episode.endswith("-g0"):

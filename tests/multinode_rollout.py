@@ -1,4 +1,4 @@
-"""Run by tests/test_multinode.py in its own process: a two-node Ray cluster simulated on
+"""Run by tests/cluster/test_multinode.py in its own process: a two-node Ray cluster simulated on
 this machine (ray.cluster_utils.Cluster), a scripted rollout, the episodes' node ids."""
 import json
 import sys

@@ -2,8 +2,8 @@
 SIGKILLed during a 32-episode rollout; every episode is stored exactly once."""
 import pytest
 
-from benchmarks.faults import rollout_faults
-from tests.test_rollout import small_cfg
+from cluster.bench_faults import rollout_faults
+from tests.small_config import small_cfg
 
 pytestmark = [pytest.mark.reliability, pytest.mark.ray, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from actors.service import ToolService
-from benchmarks.faults import GarbageTool, HangingTool, RaisingTool
+from cluster.bench_faults import GarbageTool, HangingTool, RaisingTool
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner
 from rollout.tasks import Task

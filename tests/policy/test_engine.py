@@ -2,7 +2,8 @@
 import torch
 import pytest
 
-from policy.engine import GenRequest, HFEngine
+from policy.engine import HFEngine
+from policy.gen_types import GenRequest
 
 
 @pytest.fixture(scope="module")

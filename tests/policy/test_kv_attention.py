@@ -1,7 +1,4 @@
 """The engine's decode-step pieces: the preallocated KV cache and grouped-query attention."""
-import copy
-
-import pytest
 import torch
 
 from policy.attention import GROUPED_SDPA, grouped_sdpa_attention, register

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer
 
-from policy.engine import GenRequest, HFEngine
+from policy.engine import HFEngine
+from policy.gen_types import GenRequest
 from rollout.config import EpisodeConfig
 from rollout.episode import EpisodeRunner
 from rollout.format import IMAGE_PAD, VISION_START

@@ -11,7 +11,7 @@ from PIL import Image
 
 from benchmarks.bad_requests import b64, corpus, encode
 from tests.local_head import free_port
-from tests.test_rollout import small_cfg
+from tests.small_config import small_cfg
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

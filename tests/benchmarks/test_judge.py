@@ -1,8 +1,5 @@
 """The QE judge scores the requested type: calibration on the real anomalies of the
 synthetic set (``bench judge``), and the verdicts the gate and the reward rely on."""
-import numpy as np
-import pytest
-
 from actors.knowledge_base import load_knowledge_base
 from actors.procedural import render_defect, spec_from_words
 from actors.quality_eval import MetricJudge, judge, passes

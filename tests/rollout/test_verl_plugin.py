@@ -10,7 +10,8 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, _agent_loop
 from rollout.config import EpisodeConfig
 from rollout.data import MVTecAD
 from rollout.tasks import make_tasks
-from rollout.verl_adapter import AGENT_NAME, minimal_trainer_config, token_output
+from policy.server_output import token_output
+from rollout.verl_adapter import AGENT_NAME, minimal_trainer_config
 from tests.scripted import WELL_FORMED, local_tools
 
 
@@ -53,7 +54,7 @@ def compose_verl_config(overrides=()):
 
     from hydra import compose, initialize_config_dir
 
-    configs = Path(__file__).resolve().parent.parent / "configs"
+    configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base=None):
         return compose(config_name="verl_grpo", overrides=list(overrides))
 

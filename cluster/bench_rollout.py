@@ -20,7 +20,7 @@ class _InProcessLLM:
         self.engine = engine
 
     async def generate(self, request_id, prompt_ids, sampling_params):
-        from policy.engine import GenRequest
+        from policy.gen_types import GenRequest
         from rollout.episode import Generation
 
         r = self.engine.generate_batch([GenRequest(list(prompt_ids), dict(sampling_params))])[0]

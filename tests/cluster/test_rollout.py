@@ -5,24 +5,15 @@ import signal
 import pytest
 import ray
 
-from cluster.config import load_config
 from cluster.runtime import start_runtime
 from rollout.data import MVTecAD
 from rollout.store import TrajectoryStore
 from rollout.tasks import make_tasks
 from tests.fake_engine import ScriptedEngine
 from tests.scripted import WELL_FORMED
+from tests.small_config import small_cfg
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def small_cfg(**over):
-    cfg = load_config(None, ["tools.knowledge.embedder=hashing", "episode.max_turns=3", "episode.max_turn_tokens=40",
-                             "rollout.num_workers=2", "rollout.episodes_per_worker=4", "rollout.group_size=2",
-                             *[f"{k}={v}" for k, v in over.items()]])
-    for section in ("prompt_gen", "image_gen", "quality_eval", "knowledge", "mask_gen"):
-        getattr(cfg.tools, section).resources.num_cpus = 0.05
-    return cfg
 
 
 def test_sixteen_episodes_with_the_tiny_policy(ray_local, syn_root, tiny_models, tmp_path):

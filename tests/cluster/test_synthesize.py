@@ -10,7 +10,7 @@ from cluster.synthesize_cmd import run_synthesize
 from rollout.store import TrajectoryStore
 from tests.fake_engine import ScriptedEngine
 from tests.scripted import WELL_FORMED
-from tests.test_rollout import small_cfg
+from tests.small_config import small_cfg
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

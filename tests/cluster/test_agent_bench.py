@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.baselines import next_turn, observations
-from rollout.parser import Answer, ToolCall, parse_turn
+from rollout.parser import ToolCall, parse_turn
 from rollout.prompts import observation_text
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from policy.engine import GenRequest, HFEngine
+from policy.engine import HFEngine
+from policy.gen_types import GenRequest
 from rollout.grammar import TurnGrammar, copy_graph, replay
 from rollout.parser import Answer, ToolCall, parse_turn
 

@@ -7,18 +7,7 @@ import torch
 
 from policy.config import LearnerConfig
 from policy.learner import PolicyLearner, add_advantages, batch_from_episodes, drop_zero_advantage_groups, response_log_probs
-
-
-def episodes(n_groups=2, g=2, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n_groups * g):
-        n_resp = int(rng.integers(10, 16))
-        mask = [1] * 5 + [0] * 3 + [1] * (n_resp - 8)
-        out.append({"episode_id": f"e{k}", "group": f"g{k // g}", "prompt_ids": rng.integers(20, 200, 6).tolist(),
-                    "response_ids": rng.integers(20, 200, n_resp).tolist(), "response_mask": mask,
-                    "response_logprobs": (-rng.random(n_resp)).tolist()})
-    return out
+from tests.learner_batches import episodes, on_policy
 
 
 def test_grpo_advantage_of_an_equal_reward_group_is_zero_and_dropped():
@@ -39,18 +28,12 @@ def test_reward_sits_on_the_last_policy_token():
         assert b.batch["token_level_rewards"][i].sum() == [0.5, 2.0][i]
 
 
-def _on_policy(batch, learner):
-    with torch.no_grad():
-        batch.batch["old_log_probs"] = response_log_probs(learner.model, batch)
-    return batch
-
-
 def test_step_changes_every_parameter_and_ignores_observation_positions(tiny_models):
     cfg = LearnerConfig(lr=1e-2)
     a = PolicyLearner(str(tiny_models["text"]), cfg, group_size=2)
     b = PolicyLearner(str(tiny_models["text"]), cfg, group_size=2)
     before = a.state_dict()
-    batch = _on_policy(add_advantages(batch_from_episodes(episodes(), [1.0, 0.0, 0.5, 2.0], pad_id=0)), a)
+    batch = on_policy(add_advantages(batch_from_episodes(episodes(), [1.0, 0.0, 0.5, 2.0], pad_id=0)), a)
     noisy = copy.deepcopy(batch)
     obs = noisy.batch["response_mask"] == 0
     noisy.batch["old_log_probs"][obs] = -9.0  # observation positions carry no policy signal
@@ -74,7 +57,7 @@ def test_world_size_two_matches_world_size_one(ray_local, tiny_models):
     # Adam's first step is ~lr*sign(g): entries of float-noise size would flip with summation
     # order, so compare with an eps that keeps the step proportional to the gradient there
     single = PolicyLearner(path, LearnerConfig(lr=1e-2, adam_eps=1e-3), group_size=2)
-    batch = _on_policy(add_advantages(batch_from_episodes(episodes(3, 2, seed=1), [1, 0, 0.5, 2, 0, 1], pad_id=0)), single)
+    batch = on_policy(add_advantages(batch_from_episodes(episodes(3, 2, seed=1), [1, 0, 0.5, 2, 0, 1], pad_id=0)), single)
     single.step(copy.deepcopy(batch), int(batch.batch["response_mask"].sum()))
     group = LearnerGroup(path, LearnerConfig(lr=1e-2, adam_eps=1e-3, world_size=2, num_cpus_per_worker=0.5), group_size=2)
     try:
@@ -129,7 +112,7 @@ def test_ppo_gae_step_changes_every_parameter_and_the_value_head(tiny_models):
     a = PolicyLearner(str(tiny_models["text"]), cfg, group_size=2)
     before = a.state_dict()
     head_before = {k: v.clone() for k, v in a.value_head.state_dict().items()}
-    batch = _on_policy(batch_from_episodes(episodes(), [1.0, 0.0, 0.5, 2.0], pad_id=0), a)
+    batch = on_policy(batch_from_episodes(episodes(), [1.0, 0.0, 0.5, 2.0], pad_id=0), a)
     m1 = a.step(batch, int(batch.batch["response_mask"].sum()))
     assert m1["value_loss"] > 0
     after = a.state_dict()

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cluster.config import load_config
-from policy.rl_loop import train_rl
+from cluster.rl_loop import train_rl
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

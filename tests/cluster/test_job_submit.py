@@ -7,7 +7,7 @@ import pytest
 from tests.local_head import LocalHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["data.synthetic.size=48", "data.synthetic.n_train=2", "data.synthetic.n_test_per_defect=3",
         "tools.knowledge.embedder=hashing", "sft.variants_per_anomaly=1", "sft.steps=4", "sft.save_every=4",
         "sft.batch_size=4", "rl.steps=2", "rl.tasks_per_step=2", "rl.save_every=1", "rollout.group_size=2",

@@ -8,7 +8,7 @@ import torch
 from policy.checkpoint import CheckpointManager
 from policy.config import LearnerConfig
 from policy.learner import PolicyLearner, add_advantages, batch_from_episodes
-from tests.test_learner import _on_policy, episodes
+from tests.learner_batches import episodes, on_policy
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ def test_fsdp_world_size_two_matches_world_size_one_including_an_empty_shard(ray
 
     path = str(tiny_models["text"])
     single = PolicyLearner(path, _cfg(), group_size=2)
-    batch = _on_policy(add_advantages(batch_from_episodes(episodes(3, 2, seed=1), [1, 0, 0.5, 2, 0, 1], pad_id=0)), single)
+    batch = on_policy(add_advantages(batch_from_episodes(episodes(3, 2, seed=1), [1, 0, 0.5, 2, 0, 1], pad_id=0)), single)
     lone = batch.select_idxs([0])  # second step: rank 1's shard is empty and runs the placeholder
     m_single = single.step(copy.deepcopy(batch), int(batch.batch["response_mask"].sum()))
     single.step(copy.deepcopy(lone), int(lone.batch["response_mask"].sum()))

@@ -55,7 +55,7 @@ def test_disabled_and_invalid():
 
 
 def test_prefill_buckets_keep_first_turns_apart_from_cached_ones():
-    from policy.engine import prefill_buckets
+    from policy.gen_types import prefill_buckets
 
     assert prefill_buckets([40, 300, 60, 35, 280]) == [[3, 0, 2], [4, 1]]
     assert prefill_buckets([10, 10, 10]) == [[0, 1, 2]]

@@ -6,7 +6,8 @@ import torch
 
 from policy.continuous import ContinuousDecoder
 from policy.continuous_batcher import ContinuousBatcher
-from policy.engine import GenRequest, HFEngine
+from policy.engine import HFEngine
+from policy.gen_types import GenRequest
 from policy.kv_slots import KVSlots
 
 

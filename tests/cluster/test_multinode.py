@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_episodes_spread_over_two_nodes(syn_root, tiny_models, tmp_path):
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo), "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run([sys.executable, "-m", "tests.multinode_rollout", str(syn_root), str(tiny_models["text"]),
                            str(tmp_path)], cwd=repo, env=env, capture_output=True, text=True, timeout=240)

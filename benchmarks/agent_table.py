@@ -56,7 +56,7 @@ def figure(report: Dict[str, Any], path: Path) -> Path:
         vals = [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in vals]
         ax.bar(range(len(names)), vals, color=["#999999", "#999999", "#999999", "#4c72b0", "#dd8452"])
         ax.set_xticks(range(len(names)), [labels[n] for n in names], rotation=45, ha="right", fontsize=7)
-        ax.set_ylim(0, top)
+        ax.set_ylim(0, top if not mv else min(top, max(5.0, 1.25 * max(vals))))  # small AP stays readable
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

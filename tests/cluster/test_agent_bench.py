@@ -67,7 +67,7 @@ def test_bench_agent_end_to_end(ray_local, tiny_models, tmp_path):
 
     cfg = load_config(None, [f"cache_dir={tmp_path}/cache", "data.synthetic.n_train=2", "data.synthetic.n_test_per_defect=3",
                              "tools.knowledge.embedder=hashing", "episode.max_turns=6", "episode.max_turn_tokens=120", "data.target_categories=[syn_pill]",
-                             "synthesize.max_attempts=2", "demo.bench_epochs=1"])
+                             "synthesize.max_attempts=1", "demo.bench_epochs=1"])
     policy = str(tiny_models["text"])
     out = tmp_path / "bench"
     report = run_agent_bench(cfg, out, quick=True, per_defect=2, policies={"sft": policy, "grpo": policy}, bench_epochs=1,

@@ -55,7 +55,7 @@ def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfi
                             cfg.cls_batch_size, cfg.resnet34_weights, cfg.seed)
     stage("detection")
     normals = [load_rgb(s.image, size) for s in ds.train(category)]
-    det = detect_category(normals, gen, test_images, test_masks, cfg.det_epochs, cfg.det_lr, cfg.det_batch_size,
+    det = detect_category(normals, gen, test_images, test_masks, [lab != "good" for lab in test_labels], cfg.det_epochs, cfg.det_lr, cfg.det_batch_size,
                           cfg.det_base_channels, cfg.val_fraction, cfg.seed, cfg.test_selected)
     kept = [v["dropped"] for v in ic_per_type.values() if not np.isnan(v["dropped"])]
     return {

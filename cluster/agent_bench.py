@@ -113,7 +113,7 @@ def _mvtec_columns(generated: Path, root: str, out: Path, cfg: AppConfig, epochs
     except Exception as e:  # noqa: BLE001 - e.g. a row that delivered no sample of a category
         return {"error": f"{type(e).__name__}: {e}"[:300]}
     m = res["summary"]["mean"]
-    return {k: m.get(k) for k in ("ic_lpips", "ic_lpips_zero", "cls_accuracy", "pixel_ap", "image_auroc", "is")}
+    return {k: m.get(k) for k in ("ic_lpips", "ic_lpips_dropped", "cls_accuracy", "pixel_ap", "image_auroc", "is")}
 
 
 def run_agent_bench(cfg: AppConfig, out: Path, runs: Optional[Path] = None, quick: bool = False,

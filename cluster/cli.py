@@ -110,7 +110,7 @@ def cmd_bench(cfg: AppConfig, args) -> int:
                               cfg.bench, cfg.data.format)
         m = res["summary"]["mean"]
         print(f"tables in {out}: table.md, results.csv, per_category.png, samples.png")
-        print(f"mean IS={m['is']:.3f} IC-LPIPS={m['ic_lpips']:.3f} (small clusters as 0: {m['ic_lpips_zero']:.3f}) "
+        print(f"mean IS={m['is']:.3f} IC-LPIPS={m['ic_lpips']:.3f} (small clusters as 0; dropped: {m['ic_lpips_dropped']:.3f}) "
               f"cls_acc={m['cls_accuracy']:.1f} image_AUROC={m['image_auroc']:.1f} pixel_AP={m['pixel_ap']:.1f} "
               f"AU-PRO={m['au_pro']:.1f}")
         print(f"iclpips_speedup={res['iclpips']['speedup']:.2f}")

@@ -64,3 +64,35 @@ def test_au_pro_on_hand_made_masks():
     maps = [a + rng.random((8, 8)) * 0.01, b + rng.random((8, 8)) * 0.01]
     for limit in (0.3, 1.0):
         assert au_pro([m1, m2], maps, limit) == pytest.approx(brute_force_pro([m1, m2], maps, limit), abs=1e-4)
+
+
+def test_image_labels_come_from_the_folder_not_the_resized_mask():
+    """A 2 px defect whose mask vanished when resized to 256 px is still an anomalous image."""
+    from benchmarks.detect import evaluate
+
+    size = 32
+    empty = np.zeros((size, size), np.uint8)
+    tiny_gone, big = empty.copy(), empty.copy()
+    big[8:20, 8:20] = 1
+    maps = np.zeros((3, size, size), np.float32)
+    maps[0, 2:4, 2:4] = 0.9  # the vanished defect still scores highest
+    maps[1, 8:20, 8:20] = 0.5
+    res = evaluate(maps, [tiny_gone, big, empty], anomalous=[True, True, False])
+    assert res["image_auroc"] == 1.0 and res["image_ap"] == 1.0
+    with pytest.raises(ValueError, match="2 image labels for 3 masks"):
+        evaluate(maps, [tiny_gone, big, empty], anomalous=[True, False])
+
+
+def test_test_selection_uses_the_published_sum():
+    from benchmarks.detect import TEST_SELECTION
+
+    assert TEST_SELECTION == ("image_auroc", "pixel_auroc", "pixel_ap", "au_pro")
+
+
+def test_headline_ic_lpips_counts_small_clusters_as_zero():
+    from benchmarks.mvtec_report import flat_row
+
+    det = dict.fromkeys(("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "au_pro"), 0.5)
+    row = flat_row({"category": "c", "is": 1.0, "ic_lpips_zero": 0.2, "ic_lpips_dropped": 0.3, "detection": det,
+                    "classification": {"accuracy": 0.5, "single_type": False}})
+    assert row["ic_lpips"] == 0.2 and row["ic_lpips_dropped"] == 0.3

@@ -21,6 +21,7 @@ class MVTecBenchConfig:
     det_base_channels: int = 64
     val_fraction: float = 0.2  # carved from the generated/normal training data for model selection
     test_selected: bool = False  # also report the epoch with the best test score (labelled)
+    max_generated_per_type: int = 500  # classification and detection read the first N per type (IS, IC-LPIPS: all)
     iclpips_check_images: int = 12  # images for the batched-vs-loop IC-LPIPS check
     seed: int = 0
 

@@ -36,6 +36,12 @@ class GeneratedSet:
     def defects(self) -> List[str]:
         return sorted(self.images)
 
+    def first(self, n: int) -> "GeneratedSet":
+        """The first ``n`` of each type, in file-number order (the published scripts train the
+        classifier and the detector on min(N, 500) and score IS and IC-LPIPS on all)."""
+        return GeneratedSet(self.category, {d: v[:n] for d, v in self.images.items()},
+                            {d: v[:n] for d, v in self.masks.items()})
+
 
 def load_generated(root: Path, category: str, size: int) -> GeneratedSet:
     base = Path(root) / category

@@ -51,15 +51,18 @@ def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfi
     test_images, test_masks, test_labels = real_test(split, size)
     stage("classification")
     anomalies = [(im, lab) for im, lab in zip(test_images, test_labels) if lab != "good"]
-    cls = classify_category(gen, [a[0] for a in anomalies], [a[1] for a in anomalies], cfg.cls_epochs, cfg.cls_lr,
+    capped = gen.first(cfg.max_generated_per_type)
+    cls = classify_category(capped, [a[0] for a in anomalies], [a[1] for a in anomalies], cfg.cls_epochs, cfg.cls_lr,
                             cfg.cls_batch_size, cfg.resnet34_weights, cfg.seed)
     stage("detection")
     normals = [load_rgb(s.image, size) for s in ds.train(category)]
-    det = detect_category(normals, gen, test_images, test_masks, [lab != "good" for lab in test_labels], cfg.det_epochs, cfg.det_lr, cfg.det_batch_size,
+    det = detect_category(normals, capped, test_images, test_masks, [lab != "good" for lab in test_labels],
+                          cfg.det_epochs, cfg.det_lr, cfg.det_batch_size,
                           cfg.det_base_channels, cfg.val_fraction, cfg.seed, cfg.test_selected)
     kept = [v["dropped"] for v in ic_per_type.values() if not np.isnan(v["dropped"])]
     return {
         "category": category, "defect_types": gen.defects, "generated": {d: len(v) for d, v in gen.images.items()},
+        "generated_trained_on": {d: len(v) for d, v in capped.images.items()},
         "is": float(np.mean(list(is_per_type.values()))), "is_per_type": is_per_type,
         "ic_lpips_dropped": float(np.mean(kept)) if kept else float("nan"),
         "ic_lpips_zero": float(np.mean([v["zero"] for v in ic_per_type.values()])) if ic_per_type else float("nan"),

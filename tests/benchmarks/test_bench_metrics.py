@@ -96,3 +96,15 @@ def test_headline_ic_lpips_counts_small_clusters_as_zero():
     row = flat_row({"category": "c", "is": 1.0, "ic_lpips_zero": 0.2, "ic_lpips_dropped": 0.3, "detection": det,
                     "classification": {"accuracy": 0.5, "single_type": False}})
     assert row["ic_lpips"] == 0.2 and row["ic_lpips_dropped"] == 0.3
+
+
+def test_the_training_cap_keeps_the_first_files_of_each_type():
+    from benchmarks.config import MVTecBenchConfig
+    from benchmarks.data import GeneratedSet
+
+    imgs = {d: [np.full((2, 2, 3), k, np.uint8) for k in range(n)] for d, n in (("a", 3), ("b", 1))}
+    gen = GeneratedSet("c", imgs, {d: [v[0][..., 0] for _ in v] for d, v in imgs.items()})
+    capped = gen.first(2)
+    assert [im[0, 0, 0] for im in capped.images["a"]] == [0, 1] and len(capped.images["b"]) == 1
+    assert len(capped.masks["a"]) == 2 and len(gen.images["a"]) == 3
+    assert MVTecBenchConfig().max_generated_per_type == 500

@@ -3,7 +3,9 @@ generated images (label = defect type), tested on the real test anomalies.
 
 ImageNet initialisation from a local torchvision weights file when one is given or cached;
 random initialisation otherwise, and the result says so. A category with one defect type is
-trivially 100 % and is flagged.
+trivially 100 % and is flagged. The epoch is selected on a validation split carved from the
+generated images (``bench.val_fraction`` of each type), as the detector's is; the published
+script scores its last epoch on the test set.
 """
 from __future__ import annotations
 
@@ -39,26 +41,57 @@ def to_batch(images: List[np.ndarray]) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def validation_split(labels: List[int], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the validation items: ``fraction`` of each class (at least one of a
+    class with two or more items, never all of it)."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    val = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = min(max(1, int(round(len(idx) * fraction))), len(idx) - 1) if fraction > 0 else 0
+        val[rng.choice(idx, k, replace=False)] = True
+    return val
+
+
 def train_classifier(images: List[np.ndarray], labels: List[int], num_classes: int, epochs: int, lr: float,
-                     batch_size: int, weights: Optional[str], seed: int, progress=None) -> Tuple[torch.nn.Module, str]:
+                     batch_size: int, weights: Optional[str], seed: int, progress=None,
+                     val_fraction: float = 0.2) -> Tuple[torch.nn.Module, str, Dict[str, float]]:
+    """The model of the epoch with the best validation accuracy (the latest on ties), its
+    init label, and ``{"selected_epoch", "val_accuracy", "n_val"}``."""
+    import copy
+
     torch.manual_seed(seed)
     model, init = resnet34(num_classes, weights)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    is_val = validation_split(labels, val_fraction, seed)
     x_all, y_all = to_batch(images), torch.tensor(labels)
+    x_train, y_train = x_all[torch.from_numpy(~is_val)], y_all[torch.from_numpy(~is_val)]
+    val_images = [im for im, v in zip(images, is_val) if v]
+    val_labels = [lab for lab, v in zip(labels, is_val) if v]
     g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    best = {"val_accuracy": -1.0, "selected_epoch": epochs, "state": None}
+    for epoch in range(epochs):
         model.train()
-        for idx in torch.randperm(len(y_all), generator=g).split(batch_size):
-            x = x_all[idx]
+        for idx in torch.randperm(len(y_train), generator=g).split(batch_size):
+            x = x_train[idx]
             flip = torch.rand(len(idx), generator=g) < 0.5  # the only augmentation: horizontal flips
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            loss = F.cross_entropy(model(x), y_all[idx])
+            loss = F.cross_entropy(model(x), y_train[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if val_images:
+            acc = accuracy(model.eval(), val_images, val_labels)
+            if acc >= best["val_accuracy"]:
+                best = {"val_accuracy": acc, "selected_epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
         if progress is not None:
             progress.update(1)
-    return model.eval(), init
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    info = {"selected_epoch": best["selected_epoch"], "val_accuracy": best["val_accuracy"] if val_images else None,
+            "n_val": len(val_images)}
+    return model.eval(), init, info
 
 
 @torch.no_grad()
@@ -68,7 +101,8 @@ def accuracy(model: torch.nn.Module, images: List[np.ndarray], labels: List[int]
 
 
 def classify_category(generated, test_images: List[np.ndarray], test_labels: List[str], epochs: int, lr: float,
-                      batch_size: int, weights: Optional[str], seed: int, progress=None) -> Dict[str, object]:
+                      batch_size: int, weights: Optional[str], seed: int, progress=None,
+                      val_fraction: float = 0.2) -> Dict[str, object]:
     """Train on ``generated`` (a ``GeneratedSet``), test on the real anomalies (normals left out)."""
     types = generated.defects
     x, y = [], []
@@ -86,7 +120,8 @@ def classify_category(generated, test_images: List[np.ndarray], test_labels: Lis
         return {"accuracy": share_seen, "accuracy_seen": 1.0, "single_type": not unseen,
                 "init": "not trained (one defect type)", "n_train": len(x), "n_test": len(test) + n_unseen,
                 "unseen_types": unseen}
-    model, init = train_classifier(x, y, len(types), epochs, lr, batch_size, weights, seed, progress)
+    model, init, selection = train_classifier(x, y, len(types), epochs, lr, batch_size, weights, seed, progress,
+                                              val_fraction)
     acc = accuracy(model, [t[0] for t in test], [t[1] for t in test])
-    return {"accuracy": acc * share_seen, "accuracy_seen": acc, "single_type": False, "init": init, "n_train": len(x),
-            "n_test": len(test) + n_unseen, "unseen_types": unseen}
+    return {"accuracy": acc * share_seen, "accuracy_seen": acc, "single_type": False, "init": init,
+            "n_train": len(x) - selection["n_val"], "n_test": len(test) + n_unseen, "unseen_types": unseen, **selection}

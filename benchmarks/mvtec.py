@@ -53,7 +53,7 @@ def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfi
     anomalies = [(im, lab) for im, lab in zip(test_images, test_labels) if lab != "good"]
     capped = gen.first(cfg.max_generated_per_type)
     cls = classify_category(capped, [a[0] for a in anomalies], [a[1] for a in anomalies], cfg.cls_epochs, cfg.cls_lr,
-                            cfg.cls_batch_size, cfg.resnet34_weights, cfg.seed)
+                            cfg.cls_batch_size, cfg.resnet34_weights, cfg.seed, val_fraction=cfg.val_fraction)
     stage("detection")
     normals = [load_rgb(s.image, size) for s in ds.train(category)]
     det = detect_category(normals, capped, test_images, test_masks, [lab != "good" for lab in test_labels],

@@ -108,3 +108,36 @@ def test_the_training_cap_keeps_the_first_files_of_each_type():
     assert [im[0, 0, 0] for im in capped.images["a"]] == [0, 1] and len(capped.images["b"]) == 1
     assert len(capped.masks["a"]) == 2 and len(gen.images["a"]) == 3
     assert MVTecBenchConfig().max_generated_per_type == 500
+
+
+def test_classifier_validation_split_is_per_type_and_never_takes_a_whole_type():
+    from benchmarks.classify import validation_split
+
+    labels = [0] * 10 + [1] * 5 + [2] * 1
+    val = validation_split(labels, 0.2, seed=0)
+    assert val[:10].sum() == 2 and val[10:15].sum() == 1 and val[15:].sum() == 0
+    assert (validation_split(labels, 0.2, seed=0) == val).all() and validation_split(labels, 0.0, 0).sum() == 0
+
+
+def test_classifier_keeps_the_epoch_with_the_best_validation_accuracy(monkeypatch):
+    """Validation accuracy scripted per epoch: the model returned is the one of epoch 2."""
+    import torch
+
+    import benchmarks.classify as classify
+
+    tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    monkeypatch.setattr(classify, "resnet34", lambda n, w: (tiny, "test net"))
+    scripted = iter([0.5, 1.0, 0.5])
+    states = []
+
+    def fake_accuracy(model, images, labels, batch_size=32):
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(classify, "accuracy", fake_accuracy)
+    images = [np.full((4, 4, 3), 40 * k, np.uint8) for k in range(6)]
+    model, init, info = classify.train_classifier(images, [0, 0, 0, 1, 1, 1], 2, epochs=3, lr=0.1, batch_size=2,
+                                                  weights=None, seed=0, val_fraction=0.34)
+    assert info == {"selected_epoch": 2, "val_accuracy": 1.0, "n_val": 2} and init == "test net"
+    assert all(torch.equal(v, states[1][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, states[2][k]) for k, v in states[1].items())

@@ -12,9 +12,10 @@ class MVTecBenchConfig:
     resnet34_weights: Optional[str] = None  # torchvision ImageNet file; else TORCH_HOME cache; else random init
     is_splits: int = 10
     ic_max_members: int = 50
+    recipe: str = "reference"  # classifier training: "reference" (the published script's) or "ours" (benchmarks/classify.py)
     cls_epochs: int = 30
     cls_lr: float = 1.0e-4
-    cls_batch_size: int = 32
+    cls_batch_size: int = 8
     det_epochs: int = 100
     det_lr: float = 1.0e-4
     det_batch_size: int = 8
@@ -26,5 +27,5 @@ class MVTecBenchConfig:
     seed: int = 0
 
 
-QUICK = {"image_size": 64, "cls_epochs": 3, "cls_batch_size": 16, "det_epochs": 4, "det_base_channels": 8,
+QUICK = {"image_size": 64, "cls_epochs": 5, "cls_batch_size": 8, "det_epochs": 4, "det_base_channels": 8,
          "det_batch_size": 8, "iclpips_check_images": 8}

@@ -53,7 +53,8 @@ def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfi
     anomalies = [(im, lab) for im, lab in zip(test_images, test_labels) if lab != "good"]
     capped = gen.first(cfg.max_generated_per_type)
     cls = classify_category(capped, [a[0] for a in anomalies], [a[1] for a in anomalies], cfg.cls_epochs, cfg.cls_lr,
-                            cfg.cls_batch_size, cfg.resnet34_weights, cfg.seed, val_fraction=cfg.val_fraction)
+                            cfg.cls_batch_size, cfg.resnet34_weights, cfg.seed, val_fraction=cfg.val_fraction,
+                            recipe=cfg.recipe)
     stage("detection")
     normals = [load_rgb(s.image, size) for s in ds.train(category)]
     det = detect_category(normals, capped, test_images, test_masks, [lab != "good" for lab in test_labels],
@@ -123,7 +124,7 @@ def run_mvtec_bench(generated: str, data: str, out: Path, categories: Optional[L
     first = load_generated(generated_root, cats[0], cfg.image_size)
     check_images = [im for d in first.defects for im in first.images[d]][: cfg.iclpips_check_images]
     check = iclpips_check(lp, check_images)
-    labels = {"is": is_label, "lpips": lp.label,
+    labels = {"is": is_label, "lpips": lp.label, "recipe": cfg.recipe,
               "classifier_init": sorted({r["classification"]["init"] for r in results.values()})}
     summary = write_report(out, results, labels, check, quick)
     return {"out": str(out), "summary": summary, "iclpips": check, "labels": labels}

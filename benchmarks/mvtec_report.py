@@ -51,7 +51,8 @@ def write_table(out: Path, rows: List[Dict[str, Any]], mean: Dict[str, Any], lab
                   "protocol, not comparable to the published rows.", ""]
     lines += [f"- IS: {labels['is']}", f"- IC-LPIPS: {labels['lpips']}; column = clusters of fewer than 2 members counted as 0 "
               f"(AnomalyAgent's script, the published 0.33); with them dropped: {_fmt(mean['ic_lpips_dropped'])}",
-              f"- Classifier: ResNet-34, {', '.join(labels['classifier_init'])}",
+              f"- Classifier: ResNet-34, {', '.join(labels['classifier_init'])}; recipe `{labels.get('recipe', 'reference')}` "
+              "(benchmarks/classify.py), epoch selected on a validation split of the generated images",
               "- Detection: DRAEM-style discriminative UNet, epoch selected on a validation split of the training data",
               "", head, sep]
     for p in PUBLISHED:

@@ -164,6 +164,7 @@ _CHOICES = {
     "tools.prompt_gen.backend": ("template", "llm"),
     "reward.normalize": ("sum_first", "per_component"),
     "learner.estimator": ("grpo", "gae"),
+    "bench.recipe": ("reference", "ours"),
     "learner.placement_strategy": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 

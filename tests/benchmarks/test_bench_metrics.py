@@ -130,7 +130,7 @@ def test_classifier_keeps_the_epoch_with_the_best_validation_accuracy(monkeypatc
     scripted = iter([0.5, 1.0, 0.5])
     states = []
 
-    def fake_accuracy(model, images, labels, batch_size=32):
+    def fake_accuracy(model, images, labels, batch_size=32, normalize=False):
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(scripted)
 
@@ -141,3 +141,37 @@ def test_classifier_keeps_the_epoch_with_the_best_validation_accuracy(monkeypatc
     assert info == {"selected_epoch": 2, "val_accuracy": 1.0, "n_val": 2} and init == "test net"
     assert all(torch.equal(v, states[1][k]) for k, v in model.state_dict().items())
     assert not all(torch.equal(v, states[2][k]) for k, v in states[1].items())
+
+
+def test_reference_classifier_recipe_repeats_the_data_and_steps_the_lr(monkeypatch):
+    import torch
+
+    import benchmarks.classify as classify
+
+    seen = {"batches": 0, "lrs": []}
+    tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    real_forward = tiny.forward
+
+    def counting_forward(x):
+        if tiny.training:
+            seen["batches"] += 1
+            assert float(x.max()) <= 1.0 and float(x.min()) >= 0.0  # no mean/std normalization
+        return real_forward(x)
+
+    tiny.forward = counting_forward
+    monkeypatch.setattr(classify, "resnet34", lambda n, w: (tiny, "test net"))
+    real_sched = torch.optim.lr_scheduler.MultiStepLR
+
+    def recording_sched(opt, milestones, gamma):
+        seen["milestones"], seen["gamma"], seen["opt"] = list(milestones), gamma, opt
+        return real_sched(opt, milestones, gamma)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "MultiStepLR", recording_sched)
+    images = [np.full((4, 4, 3), 40 * k, np.uint8) for k in range(6)]
+    classify.train_classifier(images, [0, 0, 0, 1, 1, 1], 2, epochs=10, lr=0.1, batch_size=2,
+                              weights=None, seed=0, val_fraction=0.34, recipe="reference")
+    assert seen["batches"] == 10 * (4 * 5 // 2)  # 4 training images, repeated 5 times, batches of 2
+    assert seen["milestones"] == [8, 9] and seen["gamma"] == 0.2 and type(seen["opt"]) is torch.optim.Adam
+    assert seen["opt"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.2 * 0.2)
+    with pytest.raises(ValueError, match="unknown classifier recipe"):
+        classify.train_classifier(images, [0] * 3 + [1] * 3, 2, 1, 0.1, 2, None, 0, recipe="paper")

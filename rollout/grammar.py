@@ -286,6 +286,8 @@ class TurnConstraint:
             hit = self._cache.get(key)
             if hit is None:
                 hit = self._cache[key] = self._json_ids()
+            if not hit:  # a dead end (no token spells a way on): the rest of the turn is free
+                self.phase = "done"
             return hit
         return ()
 
@@ -328,6 +330,8 @@ class TurnConstraint:
         elif self.phase in ("call", "answer"):
             if token in (v.ids[CALL_CLOSE], v.ids[ANSWER_CLOSE]):
                 self.phase = "done"
+            elif token not in v.text:  # a special token (only reachable once the turn is free)
+                self.phase = "done"
             else:
                 for ch in v.text[token]:
                     self.states = self.nfa.step(self.states, ch)
@@ -354,6 +358,8 @@ def replay(grammar: TurnGrammar, tokens: Sequence[int], tokenizer) -> List[Optio
     out: List[Optional[Tuple[int, ...]]] = []
     for t in tokens:
         allowed = c.allowed() if not c.done else None
+        if c.done:  # finished, or a dead end just found: free from here, as the engine sampled
+            allowed = None
         if allowed is not None and t not in allowed:
             raise ValueError(f"token {t} was not allowed by the turn grammar at position {len(out)}")
         out.append(allowed)

@@ -168,3 +168,22 @@ def test_masks_keep_free_rows_untouched():
     assert torch.equal(out[0], logits[0]) and torch.equal(out[2], logits[2])
     assert torch.isinf(out[1]).sum() == 8 and out[1, 2] == logits[1, 2]
     assert np.isfinite(torch.log_softmax(out[1], -1)[[2, 5]].numpy()).all()
+
+
+def test_a_dead_end_frees_the_rest_of_the_turn_in_the_engine_and_the_replay_alike(tok, monkeypatch):
+    """Where no token spells a way on, the constraint ends and the turn continues freely — a
+    special token sampled then must not crash the decoder (it did: KeyError in advance), and
+    the learner's replay must see the same free positions."""
+    from rollout.grammar import TurnConstraint, vocabulary
+
+    g = TurnGrammar(images=2, texts=TEXTS)
+    head = encode(tok, "<thinking>a</thinking><tool_call>")
+    monkeypatch.setattr(TurnConstraint, "_json_ids", lambda self: ())
+    c = TurnConstraint(g, vocabulary(tok))
+    for t in head:
+        c.advance(t)
+    assert c.allowed() == () and c.done
+    c.advance(tok.eos_token_id)  # free now: no error
+    tail = [tok.eos_token_id, head[-1]]
+    allowed = replay(g, head + tail, tok)
+    assert allowed[: len(head)] == replay(g, head, tok) and allowed[len(head):] == [None, None]

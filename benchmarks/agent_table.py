@@ -34,6 +34,8 @@ def markdown(report: Dict[str, Any]) -> str:
         r = rows[name]
         m = r.get("mvtec", {})
         cells = [_f(r.get(k), d) for k, _, d in COLUMNS] + [_f(m.get(k), d) for k, _, d in MVTEC]
+        if r.get("same_as"):
+            label = f"{label} (K = 1: the {labels[r['same_as']]} row, not re-run)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     errors = [f"- {labels[n]}: MVTec columns not computed: {r['mvtec']['error']}" for n, r in rows.items()
               if "error" in r.get("mvtec", {})]

@@ -153,6 +153,9 @@ def run_agent_bench(cfg: AppConfig, out: Path, runs: Optional[Path] = None, quic
                 if name == "best_of_k":
                     ig = results["grpo"]["ig_calls_per_delivered"] or 1.0
                     k = int(min(max(1, math.floor(ig + 0.5)), (c.episode.max_turns - 3) // 2))
+                    if k == 1:  # one candidate: the same episodes as PG one shot (plus a QE call)
+                        results[name] = {**results["pg"], "same_as": "pg"}
+                        continue
                 engines = [ray.remote(PipelineEngine).options(num_cpus=0.1, max_concurrency=1000).remote(
                     c.synthesize.policy, name, k or 1)]
             gen = out / "rows" / name

@@ -51,7 +51,7 @@ class DemoConfig:
     rl_steps: int = 10  # GRPO steps in the demo (``rl.steps`` is for ``anomalyagent train``)
     rl_tasks_per_step: int = 4  # x rollout.group_size episodes per demo GRPO step (``rl.tasks_per_step``: 8)
     eval_tasks: int = 24  # fresh target tasks for the well-formed rate before/after SFT
-    per_defect: int = 4  # synthesized samples per (target category, defect type) in each ablation row
+    per_defect: int = 3  # synthesized samples per (target category, defect type) in each ablation row (make demo <= 15 min)
     bench_epochs: Optional[int] = None  # classifier/detector epochs of the quick benchmark (None: the preset's)
 
 

@@ -44,7 +44,7 @@ def test_demo_end_to_end_then_resume(tmp_path, capsys):
         r = ablation["rows"][row]
         assert r["samples"] == 3 * 2 and r["delivered"] + r["undelivered"] == r["samples"]
         assert r["empty_delivered"] == 0  # the gate never lets an empty mask through
-        masks = list((out / "ablation" / "rows" / row).glob("*/*/mask/*.png"))
+        masks = list((out / "ablation" / "rows" / r.get("same_as", row)).glob("*/*/mask/*.png"))
         assert len(masks) == r["delivered"]
         assert all((np.asarray(Image.open(m)) > 0).any() for m in masks)
     assert ablation["rows"]["pg"]["delivered"] > 0  # the tool chain delivers on its own

@@ -54,15 +54,17 @@ def to_batch(images: List[np.ndarray], normalize: bool = False) -> torch.Tensor:
 
 
 def validation_split(labels: List[int], fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the validation items: ``fraction`` of each class (at least one of a
-    class with two or more items, never all of it)."""
+    """Boolean mask of the validation items: ``detect.split_validation`` within each class
+    (at least one of a class with two or more items, never all of it); none at fraction 0."""
+    from benchmarks.detect import split_validation
+
     rng = np.random.default_rng(seed)
     y = np.asarray(labels)
     val = np.zeros(len(y), bool)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        k = min(max(1, int(round(len(idx) * fraction))), len(idx) - 1) if fraction > 0 else 0
-        val[rng.choice(idx, k, replace=False)] = True
+    if fraction > 0:
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            val[idx] = split_validation(len(idx), fraction, rng)
     return val
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 
 @dataclass
@@ -55,8 +55,18 @@ class QualityEvalConfig:
 
 @dataclass
 class KnowledgeConfig:
+    """``extra``: the user's knowledge files (YAML/JSON, actors/knowledge_files.py), merged
+    over the shipped base in order. ``on_unknown``: what a requested (category, defect type)
+    without an entry does before any work: ``error`` (exit 2) or ``derive`` (an entry from
+    the defect name and, where allowed, the dataset's real anomalies of that type).
+    ``derive_from_target``: may a target category's real anomalies be measured? No in the
+    published zero-shot setting."""
+
     embedder: str = "minilm"  # minilm (ships its weights) | hashing (no weights at all)
     top_k: int = 3
+    extra: List[str] = field(default_factory=list)
+    on_unknown: str = "derive"  # derive | error
+    derive_from_target: bool = False
     resources: ActorResources = field(default_factory=ActorResources)
 
 

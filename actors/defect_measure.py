@@ -90,7 +90,7 @@ def changed_pixels(diff: np.ndarray, level: float = CHANGE_LEVEL) -> np.ndarray:
     return changed
 
 
-def _group(changed: np.ndarray) -> Tuple[str, float]:
+def mark_group(changed: np.ndarray) -> Tuple[str, float]:
     """Shape group and elongation (length over width). A line, even a branched crack, covers
     little of the square its length spans (measured on the synthetic anomalies: lines
     0.05–0.33, stains and holes 0.37–1.0). A faint line that the threshold broke into pieces
@@ -145,7 +145,7 @@ def measure(normal: np.ndarray, edited: np.ndarray, region: Optional[Box] = None
     if region is not None:
         grown = (max(0, region[0] - 2), max(0, region[1] - 2), region[2] + 2, region[3] + 2)
         in_region = float((changed & box_mask(grown, changed.shape)).sum() / n)
-    group, elongation = _group(changed)
+    group, elongation = mark_group(changed)
     ys, xs = np.nonzero(changed)
     extent = float(max(np.ptp(xs) + 1, np.ptp(ys) + 1) / min(h, w))
     shift = (edited.astype(np.float32) - normal.astype(np.float32))[strong].mean(axis=0)

@@ -4,7 +4,9 @@ Every MVTec AD category and defect type (15 / 73, names as in the dataset), VisA
 objects with their annotated defect types, and the synthetic categories used offline. Each
 entry says what the defect looks like, where it occurs, its size, colour, contrast and a
 shape word from ``actors.procedural.SHAPES``. Look-up by name lives here; retrieval by
-embedding (KR) builds on it in ``actors.knowledge``.
+embedding (KR) builds on it in ``actors.knowledge``. Users extend it with files of their own
+(``actors.knowledge_files``); pairs nobody described get a derived entry
+(``actors.knowledge_derive``). ``KnowledgeEntry.source`` says which of these an entry is.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class KnowledgeEntry:
     contrast: str  # low | medium | high
     location: str
     appearance: str
+    source: str = "shipped"  # shipped | user | derived | name_only (not part of the text)
 
     def text(self) -> str:
         """One passage describing the defect, used for retrieval and prompts."""
@@ -44,10 +47,26 @@ class UnknownDefect(KeyError):
         return self.args[0]
 
 
+SOURCES = ("shipped", "user", "derived", "name_only")
+
+
 class KnowledgeBase:
     def __init__(self, entries: List[KnowledgeEntry]):
         self.entries = entries
         self._by_key: Dict[Tuple[str, str], KnowledgeEntry] = {(e.category, e.defect): e for e in entries}
+
+    def merged(self, extra: List[KnowledgeEntry]) -> Tuple["KnowledgeBase", List[KnowledgeEntry]]:
+        """This base with ``extra`` added; an extra entry replaces one of the same pair.
+        Returns the new base and the entries that were replaced."""
+        replaced = [self._by_key[(e.category, e.defect)] for e in extra if (e.category, e.defect) in self._by_key]
+        keys = {(e.category, e.defect) for e in extra}
+        kept = [e for e in self.entries if (e.category, e.defect) not in keys]
+        return KnowledgeBase(kept + list(extra)), replaced
+
+    def source_of(self, category: str, defect: str) -> str:
+        """How the entry of a pair was obtained; "unknown" when there is none."""
+        e = self._by_key.get((category, defect))
+        return e.source if e is not None else "unknown"
 
     def __len__(self) -> int:
         return len(self.entries)

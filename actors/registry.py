@@ -12,16 +12,20 @@ TOOL_SECTIONS = {"prompt_gen": "prompt_gen", "image_gen": "image_gen", "quality_
 
 
 def build_tool(name: str, tools: ToolsConfig, **inject: Any) -> Tool:
-    """``inject`` passes ready-made models (tests: tiny pipelines, a tiny SAM)."""
+    """``inject`` passes ready-made models (tests: tiny pipelines, a tiny SAM). PG, QE and
+    KR get the shipped knowledge with ``tools.knowledge.extra`` merged over it."""
+    from actors.knowledge_files import load_knowledge
+
+    kb = load_knowledge(tuple(tools.knowledge.extra)) if name in ("prompt_gen", "quality_eval", "knowledge") else None
     if name == "prompt_gen":
         c = tools.prompt_gen
         if c.backend == "llm":
             from actors.prompt_gen import LLMPromptGen
 
-            return LLMPromptGen(c.model, c.max_new_tokens)
+            return LLMPromptGen(c.model, c.max_new_tokens, kb=kb)
         from actors.prompt_gen import TemplatePromptGen
 
-        return TemplatePromptGen()
+        return TemplatePromptGen(kb)
     if name == "image_gen":
         c = tools.image_gen
         if c.backend == "diffusers":
@@ -37,14 +41,14 @@ def build_tool(name: str, tools: ToolsConfig, **inject: Any) -> Tool:
         if c.backend == "vlm":
             from actors.quality_eval import VLMJudge
 
-            return VLMJudge(c.model, c.max_new_tokens, pass_score=c.pass_score)
+            return VLMJudge(c.model, c.max_new_tokens, kb=kb, pass_score=c.pass_score)
         from actors.quality_eval import MetricJudge
 
-        return MetricJudge(pass_score=c.pass_score)
+        return MetricJudge(kb, pass_score=c.pass_score)
     if name == "knowledge":
         from actors.knowledge import KnowledgeRetriever
 
-        return KnowledgeRetriever(tools.knowledge.embedder, tools.knowledge.top_k)
+        return KnowledgeRetriever(tools.knowledge.embedder, tools.knowledge.top_k, kb)
     if name == "mask_gen":
         c = tools.mask_gen
         if c.backend == "sam":

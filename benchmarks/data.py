@@ -9,18 +9,19 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
+from rollout.data.images import image_to_gray8, read_rgb
 from rollout.data.types import DatasetError, list_images
 
 
 def load_rgb(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+    """RGB at size x size (grayscale, 16-bit and non-square images as rollout.data.images reads them)."""
+    return np.asarray(Image.fromarray(read_rgb(path)).resize((size, size), Image.BILINEAR))
 
 
 def load_mask(path: Path, size: int) -> np.ndarray:
     """Binary mask (masks binarized at 0.5 of their range, as the protocol says)."""
     with Image.open(path) as im:
-        m = np.asarray(im.convert("L").resize((size, size), Image.NEAREST), dtype=np.float32) / 255.0
+        m = np.asarray(Image.fromarray(image_to_gray8(im)).resize((size, size), Image.NEAREST), dtype=np.float32) / 255.0
     return (m >= 0.5).astype(np.uint8)
 
 

@@ -26,10 +26,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from rollout.data.images import read_mask, read_rgb
+
 
 def _rgb(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return read_rgb(path)
 
 
 class NearestNormal:
@@ -120,7 +121,7 @@ def calibrate(dataset, root: Path, qe_tool, categories: Optional[Sequence[str]] 
             normal_fail += [not r["pass"] for r in scores.values()]
             normals += 1
             continue
-        mask = np.asarray(Image.open(s.masks[0]).convert("L")) > 127
+        mask = read_mask(s.masks[0])
         scores = judge_as_each_type(qe_tool, normal, image, cat, defects, mask_box(mask))
         w = winner(scores)
         confusion[cat][s.defect][w or "(tie)"] += 1

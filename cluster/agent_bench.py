@@ -66,17 +66,16 @@ def type_fidelity(generated: Path, qe_tool) -> Dict[str, Any]:
     from PIL import Image
 
     from benchmarks.judge import judge_as_each_type, winner
-    from actors.knowledge_base import load_knowledge_base
+    from rollout.data.images import read_rgb
 
-    kb = load_knowledge_base()
     hits = []
     for p in sorted((generated / "samples").glob("*.json")):
         if p.name.endswith(".undelivered.json"):
             continue
         meta = json.loads(p.read_text())
-        normal = np.asarray(Image.open(meta["normal"]).convert("RGB"))
+        normal = read_rgb(meta["normal"])
         image = np.asarray(Image.open(generated / meta["image"]).convert("RGB"))
-        scores = judge_as_each_type(qe_tool, normal, image, meta["category"], kb.defects(meta["category"]),
+        scores = judge_as_each_type(qe_tool, normal, image, meta["category"], qe_tool.kb.defects(meta["category"]),
                                     meta.get("region_px"))
         hits.append(winner(scores) == meta["defect_type"])
     return {"type_fidelity": float(np.mean(hits)) if hits else float("nan"), "judged": len(hits)}

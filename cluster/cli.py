@@ -52,6 +52,41 @@ def cmd_split(cfg: AppConfig, args) -> int:
     return 0
 
 
+def _preflight(cfg: AppConfig, data: Optional[str], out: Path) -> AppConfig:
+    """The knowledge check of a command that works on the source and target categories,
+    before Ray starts (cluster/knowledge_check.py)."""
+    from cluster.assets import dataset_root
+    from cluster.knowledge_check import prepare_knowledge
+    from rollout.data import open_dataset
+
+    cats = list(dict.fromkeys([*cfg.data.source_categories, *cfg.data.target_categories]))
+    ds = open_dataset(cfg.data.format, data or dataset_root(cfg), cats, cfg.data.visa_type_table)
+    out.mkdir(parents=True, exist_ok=True)
+    return prepare_knowledge(cfg, ds, ds.categories, list(cfg.data.target_categories), out)[0]
+
+
+def cmd_knowledge(cfg: AppConfig, args) -> int:
+    from actors.knowledge_files import add_entry, entry_from_dict, knowledge_with_overrides
+
+    if args.action == "add":
+        fields = {k: getattr(args, k) for k in ("category", "defect", "appearance", "location", "size", "colour",
+                                                "shape", "kind", "contrast") if getattr(args, k) is not None}
+        entry = entry_from_dict(fields, "knowledge add")
+        replaced = add_entry(args.out, entry)
+        print(f"{'replaced' if replaced else 'added'} {entry.category}/{entry.defect} in {args.out}; "
+              f"use it with tools.knowledge.extra=[{args.out}]")
+        return 0
+    kb, overrides = knowledge_with_overrides(tuple(cfg.tools.knowledge.extra))
+    replaced = {(e.category, e.defect): path for e, path in overrides}
+    rows = [e for e in kb.entries if args.category is None or e.category == args.category]
+    for e in sorted(rows, key=lambda e: (e.category, e.defect)):
+        note = f"  (replaces the shipped entry; {replaced[(e.category, e.defect)]})" if (e.category, e.defect) in replaced else ""
+        print(f"{e.category:<16} {e.defect:<24} {e.source:<9} {e.size} {e.colour} {e.shape}: {e.location}{note}")
+    print(f"{len(rows)} entries ({len(kb.categories())} categories in all; files: "
+          f"{', '.join(cfg.tools.knowledge.extra) or 'shipped only'})")
+    return 0
+
+
 def cmd_demo(cfg: AppConfig, args) -> int:
     from cluster.demo import run_demo
 
@@ -77,6 +112,7 @@ def cmd_bench(cfg: AppConfig, args) -> int:
         from cluster.agent_bench import last_line, run_agent_bench
 
         out = Path(args.out) if args.out else Path(cfg.out_dir) / "bench_agent"
+        cfg = _preflight(cfg, args.data, out)
         report = run_agent_bench(cfg, out, Path(args.runs) if args.runs else None, args.quick, args.data)
         print((out / "table.md").read_text())
         print(f"table: {out / 'table.md'}, figure: {out / 'ablation.png'}")
@@ -87,11 +123,15 @@ def cmd_bench(cfg: AppConfig, args) -> int:
         from cluster.assets import dataset_root
         from rollout.data import open_dataset
 
+        from cluster.knowledge_check import prepare_knowledge
+
         root = Path(args.data) if args.data else dataset_root(cfg)
         ds = open_dataset(cfg.data.format, root, args.categories.split(",") if args.categories else None,
                           cfg.data.visa_type_table)
-        res = calibrate(ds, root, build_tool("quality_eval", cfg.tools))
         out = Path(args.out) if args.out else Path(cfg.out_dir) / "bench_judge"
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = prepare_knowledge(cfg, ds, ds.categories, list(cfg.data.target_categories), out)[0]
+        res = calibrate(ds, root, build_tool("quality_eval", cfg.tools))
         write_report(res, out)
         print((out / "confusion.md").read_text())
         print(f"judge_type_accuracy={res['judge_type_accuracy']:.3f} real_pass={res['real_pass']:.3f} "
@@ -120,7 +160,8 @@ def cmd_bench(cfg: AppConfig, args) -> int:
 def cmd_sft(cfg: AppConfig, args) -> int:
     from cluster.sft_cmd import run_sft
 
-    res = run_sft(cfg, Path(args.out) if args.out else Path(cfg.out_dir) / "sft")
+    out = Path(args.out) if args.out else Path(cfg.out_dir) / "sft"
+    res = run_sft(_preflight(cfg, None, out), out)
     print(f"SFT checkpoint: {res['checkpoint']} (loss {res['first_loss']:.3f} -> {res['last_loss']:.3f})")
     decoding = "greedy" if res["eval_temperature"] == 0 else f"temperature {res['eval_temperature']:g}"
     if res["after_sampled"] is not None:
@@ -133,7 +174,8 @@ def cmd_sft(cfg: AppConfig, args) -> int:
 def cmd_train(cfg: AppConfig, args) -> int:
     from cluster.train_cmd import run_train
 
-    res = run_train(cfg, Path(args.out) if args.out else Path(cfg.out_dir))
+    out = Path(args.out) if args.out else Path(cfg.out_dir)
+    res = run_train(_preflight(cfg, None, out), out)
     print(f"GRPO run in {res['out']}: {len(res['history'])} steps, reward curve {res['out']}/reward_curve.png")
     print(f"reward_first5={res['reward_first5']:.4f} reward_last5={res['reward_last5']:.4f}")
     return 0
@@ -154,7 +196,10 @@ def cmd_synthesize(cfg: AppConfig, args) -> int:
 def cmd_serve(cfg: AppConfig, args) -> int:
     import threading
 
+    from actors.knowledge_files import load_knowledge
     from cluster.assets import latest_policy
+
+    load_knowledge(tuple(cfg.tools.knowledge.extra))  # a bad knowledge file stops here, before Ray
     from cluster.ray_session import cluster_session
     from cluster.serve_app import start_serve
 
@@ -186,6 +231,7 @@ COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "bench": cmd_bench,
     "sft": cmd_sft,
     "train": cmd_train,
+    "knowledge": cmd_knowledge,
 }
 
 
@@ -235,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="default: serve.port (8000)")
     p.add_argument("--host", default=None, help="default: serve.host (127.0.0.1)")
     _add_common(p)
+    p = sub.add_parser("knowledge", help="the knowledge base: list what is known, or add an entry to a file of yours")
+    p.add_argument("action", choices=["list", "add"])
+    p.add_argument("--out", default=None, help="add: the YAML or JSON file to add the entry to (created if missing)")
+    p.add_argument("--category", default=None, help="add: the category folder name; list: show only this one")
+    p.add_argument("--defect", default=None, help="add: the defect type folder name")
+    for name, what in (("shape", "a shape word, e.g. scratch, crack, hole, spot, dent (a wrong one lists them all)"),
+                       ("colour", "a colour word, e.g. dark, white, brown, red (a wrong one lists them all)"),
+                       ("size", "small, medium or large"), ("location", "where it occurs, e.g. 'on the rim'"),
+                       ("appearance", "what it looks like, one sentence"), ("kind", "object (default) or texture"),
+                       ("contrast", "low, medium (default) or high")):
+        p.add_argument(f"--{name}", default=None, help=f"add: {what}")
+    _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")
     _add_common(p)
@@ -253,11 +311,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as e:
         print(f"anomalyagent: config error: {e}", file=sys.stderr)
         return 2
+    from actors.knowledge_files import KnowledgeFileError
+    from cluster.knowledge_check import KnowledgeError
     from cluster.resources import ResourceError
     from rollout.data.types import DatasetError
 
+    if args.command == "knowledge" and args.action == "add" and not args.out:
+        parser.error("knowledge add needs --out FILE")
     try:
         return COMMANDS[args.command](cfg, args)
+    except (KnowledgeError, KnowledgeFileError) as e:
+        for line in str(e).splitlines():
+            print(f"anomalyagent: knowledge error: {line}", file=sys.stderr)
+        return 2
     except DatasetError as e:
         print(f"anomalyagent: dataset error: {e}", file=sys.stderr)
         return 2

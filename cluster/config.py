@@ -161,6 +161,7 @@ _CHOICES = {
     "tools.mask_gen.backend": ("classical", "sam"),
     "tools.quality_eval.backend": ("metric", "vlm"),
     "tools.knowledge.embedder": ("minilm", "hashing"),
+    "tools.knowledge.on_unknown": ("derive", "error"),
     "tools.prompt_gen.backend": ("template", "llm"),
     "reward.normalize": ("sum_first", "per_component"),
     "learner.estimator": ("grpo", "gae"),

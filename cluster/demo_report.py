@@ -30,6 +30,8 @@ def samples_figure(generated: Path, out: Path, per_type: int = 2, max_types: int
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    from rollout.data.images import read_rgb
+
     metas = [json.loads(p.read_text()) for p in sorted((generated / "samples").glob("*.json"))
              if not p.name.endswith(".undelivered.json")]
     by_type: Dict[tuple, list] = {}
@@ -40,7 +42,7 @@ def samples_figure(generated: Path, out: Path, per_type: int = 2, max_types: int
     fig, axes = plt.subplots(max(1, len(keys)), cols, figsize=(2.0 * cols, 2.1 * max(1, len(keys))), squeeze=False)
     for r, key in enumerate(keys):
         ms = by_type[key][:per_type]
-        axes[r, 0].imshow(Image.open(ms[0]["normal"]).convert("RGB"))
+        axes[r, 0].imshow(read_rgb(ms[0]["normal"]))
         axes[r, 0].set_title(f"{key[0]}\nnormal", fontsize=7)
         for c in range(per_type):
             ax = axes[r, 1 + c]

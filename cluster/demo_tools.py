@@ -22,6 +22,7 @@ def run_tool_chain(cfg: AppConfig, root: str, out: Path) -> dict:
     from actors.ray_actors import start_tools
     from cluster.ray_session import ray_session
     from rollout.data import open_dataset
+    from rollout.data.images import read_rgb
 
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(cfg.data.format, root, cfg.data.target_categories)
@@ -30,7 +31,7 @@ def run_tool_chain(cfg: AppConfig, root: str, out: Path) -> dict:
     with ray_session(cfg.ray):
         pools = start_tools(cfg.tools)
         for cat in ds.categories:
-            normal = np.asarray(Image.open(ds.train(cat)[0].image).convert("RGB"))
+            normal = read_rgb(ds.train(cat)[0].image)
             for defect in kb.defects(cat):
                 ctx = {"category": cat, "defect_type": defect}
                 prompt = pools["prompt_gen"].call_sync({}, None, ctx)["result"]["prompt"]

@@ -83,11 +83,12 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
     from rollout.data import open_dataset
     from rollout.store import TrajectoryStore
     from rollout.tasks import make_tasks
+    from actors.knowledge_files import load_knowledge
 
     check_cluster(cfg, learner=True)  # fail before anything starts
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(cfg.data.format, root, cfg.data.source_categories, cfg.data.visa_type_table)
-    tasks = make_tasks(ds, ds.categories, per_defect=4, seed=cfg.seed)
+    tasks = make_tasks(ds, ds.categories, per_defect=4, seed=cfg.seed, kb=load_knowledge(tuple(cfg.tools.knowledge.extra)))
     ckpts = CheckpointManager(out / "checkpoints", cfg.rl.keep_last)
     source = None if cfg.rl.resume == "disable" else (ckpts.latest() if cfg.rl.resume == "auto" else Path(cfg.rl.resume))
     start_policy = str(source / "model") if source else policy

@@ -238,7 +238,8 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
     policy = serve.deployment(cls, name="policy").options(
         num_replicas=e.replicas, max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}).bind(*args)
-    limits = RequestLimits(sc.max_bytes, sc.max_pixels, sc.min_side, sc.max_n, list(sc.formats))
+    limits = RequestLimits(sc.max_bytes, sc.max_pixels, sc.min_side, sc.max_n, list(sc.formats),
+                           list(cfg.tools.knowledge.extra))
     episode = dataclasses.replace(cfg.episode, temperature=cfg.synthesize.temperature)  # delivery decodes as synthesize
     return AgentServer.bind(policy, tools, policy_path, episode, limits, sc.request_timeout_s,
                             cfg.synthesize.max_attempts, cfg.synthesize.tool_chain_fallback)

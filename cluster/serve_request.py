@@ -19,7 +19,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from actors.knowledge_base import load_knowledge_base
+from actors.knowledge_files import load_knowledge
+from cluster.knowledge_check import add_hint
+from rollout.data.images import image_to_gray8, image_to_rgb
 
 FIELDS = ("image", "category", "defect_type", "n", "seed", "mask")
 MAX_SEED = 2**31 - 1
@@ -32,6 +34,7 @@ class RequestLimits:
     min_side: int = 16
     max_n: int = 4
     formats: List[str] = field(default_factory=lambda: ["PNG", "JPEG"])
+    knowledge: List[str] = field(default_factory=list)  # tools.knowledge.extra: the pairs a request may name, with the shipped ones
 
 
 class RequestError(ValueError):
@@ -81,7 +84,7 @@ def decode_image(data: bytes, name: str, limits: RequestLimits, mode: str = "RGB
     if min(w, h) < limits.min_side:
         raise RequestError(422, f"{name} is {w}x{h}; each side must be at least {limits.min_side} pixels", name)
     try:
-        return np.asarray(im.convert(mode))
+        return image_to_rgb(im) if mode == "RGB" else image_to_gray8(im)  # 16-bit: scaled, not clipped
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise RequestError(400, f"{name} could not be decoded ({type(e).__name__}: {e})"[:300], name) from None
 
@@ -122,13 +125,14 @@ def check_fields(fields: Mapping[str, Any], image: bytes, mask: Optional[bytes],
         if required not in fields:
             raise RequestError(422, f"missing field: {required}", required)
     category, defect = _text(fields["category"], "category"), _text(fields["defect_type"], "defect_type")
-    kb = load_knowledge_base()
+    kb = load_knowledge(tuple(limits.knowledge))
     if category not in kb.categories():
         raise RequestError(422, f"unknown category {category!r}; the knowledge base holds {len(kb.categories())} "
-                                f"categories, e.g. {', '.join(kb.categories()[:4])}", "category")
+                                f"categories, e.g. {', '.join(kb.categories()[:4])}; {add_hint(category, defect)}",
+                           "category")
     if not kb.has(category, defect):
         raise RequestError(422, f"unknown defect type {defect!r} for {category!r}; known: "
-                                f"{', '.join(kb.defects(category))}", "defect_type")
+                                f"{', '.join(kb.defects(category))}; {add_hint(category, defect)}", "defect_type")
     n = _int(fields.get("n", 1), "n", 1, limits.max_n, from_form)
     seed = _int(fields.get("seed", 0), "seed", 0, MAX_SEED, from_form)
     pixels = decode_image(image, "image", limits)

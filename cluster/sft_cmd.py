@@ -29,10 +29,10 @@ def build_sft_data(cfg: AppConfig, root: str, policy: str, out: Path) -> Dict:
               f"{cfg.episode.max_turns}: such episodes will stop at the cap (raise episode.max_turns to {longest})")
     tokenizer = AutoTokenizer.from_pretrained(policy)
     if cfg.sft.word_swap_fraction != 0:  # swap_some refuses a fraction outside [0, 1]
-        from actors.knowledge_base import load_knowledge_base
+        from actors.knowledge_files import load_knowledge
         from policy.word_swap import WordSwap, swap_some, vocabulary_pieces
 
-        swapper = WordSwap(vocabulary_pieces(tokenizer), load_knowledge_base())
+        swapper = WordSwap(vocabulary_pieces(tokenizer), load_knowledge(tuple(cfg.tools.knowledge.extra)))
         trajs = swap_some(trajs, swapper, cfg.sft.word_swap_fraction, cfg.seed)
     return write_sft_dataset(trajs, tokenizer, out)
 
@@ -43,6 +43,7 @@ def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Pat
     ``temperature`` (default ``sft.eval_temperature``; 0 is greedy)."""
     import copy
 
+    from actors.knowledge_files import load_knowledge
     from cluster.demo_rollout import well_formed
     from cluster.runtime import start_runtime
     from rollout.data import open_dataset
@@ -53,7 +54,7 @@ def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Pat
     ds = open_dataset(cfg.data.format, root, cfg.data.target_categories)
     n_types = sum(len(ds.defect_types(c)) for c in ds.categories)
     tasks = make_tasks(ds, ds.categories, per_defect=math.ceil(cfg.sft.eval_tasks / max(1, n_types)),
-                       seed=cfg.seed + 7)[: cfg.sft.eval_tasks]
+                       seed=cfg.seed + 7, kb=load_knowledge(tuple(cfg.tools.knowledge.extra)))[: cfg.sft.eval_tasks]
     rt = start_runtime(cfg, policy, store)
     try:
         report = rt.manager.run(rt.manager.specs(tasks, group_size=1, prefix=prefix))

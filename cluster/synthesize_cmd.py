@@ -34,8 +34,9 @@ def sample_paths(out: Path, category: str, defect: str, k: int) -> tuple[Path, P
     return folder / "image" / f"{k:03d}.png", folder / "mask" / f"{k:03d}.png"
 
 
-def synthesis_tasks(ds, categories: Sequence[str], per_defect: int, seed: int):
-    """One task per (category, defect type of the dataset, k), cycling over train/good."""
+def synthesis_tasks(ds, categories: Sequence[str], per_defect: int, seed: int, kb=None):
+    """One task per (category, defect type of the dataset, k), cycling over train/good; each
+    labelled with how its pair's knowledge was obtained (``kb.source_of``)."""
     from rollout.tasks import Task
 
     tasks = []
@@ -48,7 +49,8 @@ def synthesis_tasks(ds, categories: Sequence[str], per_defect: int, seed: int):
         for defect in ds.defect_types(cat):
             for k in range(per_defect):
                 img = normals[k % len(normals)].image
-                tasks.append((k, Task(f"syn-{cat}-{defect}-{k:03d}", cat, defect, str(img), seed * 100003 + len(tasks))))
+                tasks.append((k, Task(f"syn-{cat}-{defect}-{k:03d}", cat, defect, str(img), seed * 100003 + len(tasks),
+                                      knowledge=kb.source_of(cat, defect) if kb is not None else "shipped")))
     return tasks
 
 
@@ -93,6 +95,7 @@ class SampleWriter:
         meta = {"task_id": base, "episode_id": record["episode_id"], "source": s.source, "image_index": s.image_index,
                 "region_px": s.region_px, "status": record["status"], "actions": record["actions"],
                 "normal": normal_path, "category": task["category"], "defect_type": task["defect_type"],
+                "knowledge": task.get("knowledge", "shipped"),
                 "image": str(image_path.relative_to(self.out)), "mask": str(mask_path.relative_to(self.out)),
                 "qe": d.qe, "attempts": self.attempts[base]}
         (self.out / "samples" / f"{base}.json").write_text(json.dumps(meta, indent=1))
@@ -103,21 +106,27 @@ class SampleWriter:
 def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: Optional[List[str]] = None,
                    engines: Optional[List[Any]] = None, label: str = "synthesize") -> Dict[str, Any]:
     """``engines`` replaces the generation engines (tests inject scripted ones, the agent
-    benchmark its fixed pipelines)."""
+    benchmark its fixed pipelines). Every pair is checked against the knowledge before Ray
+    starts (cluster/knowledge_check.py); the synthesized categories count as targets."""
     from cluster.assets import dataset_root, latest_policy
-    from cluster.ray_session import cluster_session
-    from cluster.runtime import start_runtime
+    from cluster.knowledge_check import prepare_knowledge
     from rollout.data import open_dataset
-    from rollout.store import TrajectoryStore
 
     cfg = copy.deepcopy(cfg)
     cfg.episode.temperature = cfg.synthesize.temperature  # delivery decodes at its own temperature (greedy)
     root = data or str(dataset_root(cfg))
     cats = categories or list(cfg.data.target_categories)
     ds = open_dataset(cfg.data.format, root, cats, cfg.data.visa_type_table)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg, kb, fallbacks = prepare_knowledge(cfg, ds, ds.categories, ds.categories, out)
+
+    from cluster.ray_session import cluster_session
+    from cluster.runtime import start_runtime
+    from rollout.store import TrajectoryStore
+
     policy, what = latest_policy(cfg, cfg.synthesize.policy)
     print(f"{label}: policy {policy} ({what}); {len(cats)} categories from {root} -> {out}")
-    todo = [(k, t) for k, t in synthesis_tasks(ds, ds.categories, cfg.synthesize.per_defect, cfg.seed)
+    todo = [(k, t) for k, t in synthesis_tasks(ds, ds.categories, cfg.synthesize.per_defect, cfg.seed, kb)
             if not sample_paths(out, t.category, t.defect_type, k)[1].exists()]
     total = sum(len(ds.defect_types(c)) for c in ds.categories) * cfg.synthesize.per_defect
     max_attempts = cfg.synthesize.max_attempts
@@ -127,7 +136,8 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
     print(f"{label}: {total - len(todo)} of {total} samples already written, {len(todo)} to go "
           f"(up to {max_attempts} attempts each)")
     result: Dict[str, Any] = {"out": str(out), "policy": policy, "policy_kind": what, "samples": total,
-                              "new": len(todo), "sources": {}}
+                              "new": len(todo), "sources": {},
+                              "knowledge_fallbacks": {f"{f.category}/{f.defect}": f.source for f in fallbacks}}
     if todo:
         t0 = time.perf_counter()
         with cluster_session(cfg):
@@ -154,7 +164,7 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
         for t in pending:  # undelivered after every attempt: the verdicts are kept, no image
             (out / "samples" / f"{t.task_id}.undelivered.json").write_text(json.dumps(
                 {"task_id": t.task_id, "category": t.category, "defect_type": t.defect_type, "normal": t.image_path,
-                 "attempts": writer.attempts.get(t.task_id, [])}, indent=1))
+                 "knowledge": t.knowledge, "attempts": writer.attempts.get(t.task_id, [])}, indent=1))
         result.update(sources=dict(writer.sources), lost=lost, retried=retried,
                       wall_s=round(time.perf_counter() - t0, 1))
     summary = summarize(out)
@@ -170,8 +180,9 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
 def summarize(out: Path) -> Dict[str, Any]:
     """Counts over every sample file: delivered by source, undelivered by
     category/defect/source of the last attempt, gate reasons over all attempts, the
-    first-attempt yield, attempts and IG calls per delivered sample."""
-    delivered, undelivered, reasons = Counter(), Counter(), Counter()
+    first-attempt yield, attempts and IG calls per delivered sample, and samples (delivered or
+    not) by how their knowledge was obtained."""
+    delivered, undelivered, reasons, knowledge = Counter(), Counter(), Counter(), Counter()
     firsts, attempts, ig_calls = [], 0, 0
     folder = out / "samples"
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else ():
@@ -182,6 +193,7 @@ def summarize(out: Path) -> Dict[str, Any]:
                 reasons[a["reason"]] += 1
         if tries:
             firsts.append(bool(tries[0]["passed"]))
+        knowledge[meta.get("knowledge", "shipped")] += 1
         if p.name.endswith(".undelivered.json"):
             last = tries[-1]["source"] if tries else "none"
             undelivered[f"{meta['category']}/{meta['defect_type']}/{last}"] += 1
@@ -190,6 +202,6 @@ def summarize(out: Path) -> Dict[str, Any]:
         attempts += len(tries)
         ig_calls += sum(a.get("ig_calls", 0) for a in tries)
     n = sum(delivered.values())
-    return {"delivered": n, "by_source": dict(delivered), "undelivered": dict(undelivered),
+    return {"delivered": n, "by_source": dict(delivered), "undelivered": dict(undelivered), "by_knowledge": dict(knowledge),
             "gate_reasons": dict(reasons), "first_attempt_yield": (sum(firsts) / len(firsts)) if firsts else 0.0,
             "attempts_per_delivered": attempts / n if n else None, "ig_calls_per_delivered": ig_calls / n if n else None}

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
-from PIL import Image
 
-from actors.knowledge_base import load_knowledge_base
 from actors.regions import to_normalized
 from actors.tool import ToolRequest
+from rollout.data.images import read_mask, read_rgb
 from rollout.data.types import Sample
 from rollout.format import ANSWER_CLOSE, ANSWER_OPEN, CALL_CLOSE, CALL_OPEN, THINK_CLOSE, THINK_OPEN
 from rollout.grammar import WORD, copy_graph
@@ -48,7 +47,7 @@ class GoodImageNormals:
 
     def normal_for(self, sample: Sample, rng: np.random.Generator) -> np.ndarray:
         goods = self.dataset.train(sample.category)
-        return np.asarray(Image.open(goods[int(rng.integers(len(goods)))].image).convert("RGB"))
+        return read_rgb(goods[int(rng.integers(len(goods)))].image)
 
 
 class SyntheticNormals:
@@ -107,7 +106,7 @@ class TrajectoryBuilder:
     """Runs the real tool cores in-process (no Ray needed to build data)."""
 
     def __init__(self, tools, normals: NormalSource, seed: int = 0):
-        self.tools, self.normals, self.kb, self.seed = tools, normals, load_knowledge_base(), seed
+        self.tools, self.normals, self.seed = tools, normals, seed
 
     def _call(self, name: str, args: Dict[str, Any], images=None, context=None) -> Dict[str, Any]:
         return self.tools[name].run_one(ToolRequest(args, images or {}, context or {}))
@@ -117,13 +116,12 @@ class TrajectoryBuilder:
         (it could not close an episode) or no failing earlier attempt could be made."""
         rng = np.random.default_rng([self.seed, variant, int(sample.image.stem), len(sample.defect), len(sample.category)])
         category, defect = sample.category, sample.defect
-        entry = self.kb.get(category, defect)
         ctx = {"category": category, "defect_type": defect}
         normal = self.normals.normal_for(sample, rng)
-        anomaly = np.asarray(Image.open(sample.image).convert("RGB"))
+        anomaly = read_rgb(sample.image)
         if normal.shape != anomaly.shape:
             return None
-        mask = np.asarray(Image.open(sample.masks[0]).convert("L")) > 127
+        mask = read_mask(sample.masks[0])
         ys, xs = np.nonzero(mask)
         if not len(xs):
             return None

@@ -32,6 +32,7 @@ SCHEMA = pa.schema([
     ("generate_s", pa.float64()), ("tools_s", pa.float64()),
     ("shown_images", pa.list_(pa.int32())),  # VL policies: indices of the images in the token stream, in order
     ("turn_grammars", pa.string()),  # JSON list: the grammar of each policy turn, null where sampled freely
+    ("knowledge", pa.string()),  # how the task's knowledge entry was obtained (actors.knowledge_base.SOURCES)
 ])
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -90,6 +91,7 @@ class TrajectoryStore:
             "generate_s": float(record["timings"]["generate_s"]), "tools_s": float(record["timings"]["tools_s"]),
             "shown_images": list(record.get("shown_images", [])),
             "turn_grammars": json.dumps(record.get("turn_grammars", [])),
+            "knowledge": task.get("knowledge", "shipped"),
         }
         table = pa.Table.from_pylist([row], schema=SCHEMA)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

@@ -47,3 +47,41 @@ def make_loco(root: Path) -> Path:
             for k in range(n_masks):
                 _img(cat / "ground_truth" / t / f"{i:03d}" / f"{k:03d}.png", mode="L", value=255)
     return root
+
+
+# the user's own categories, unknown to the knowledge base, built from the synthetic ones
+OWN = {"my_tile": ("syn_marble", {"crack": "hairline_crack", "hole": "pinhole", "stain": "zorp"}),
+       "my_gizmo": ("syn_pill", {"crack": "fracture", "scratch": "scuff_line", "stain": "blemish"})}
+OWN_SIZE = (96, 80)  # width, height: not square
+
+
+def _grey(src: Path, dst: Path, sixteen: bool = False, jpeg: bool = False) -> Path:
+    """``src`` as grayscale, cropped to ``OWN_SIZE``; 16-bit PNG or JPEG when asked."""
+    with Image.open(src) as im:
+        g = np.asarray(im.convert("L").crop((0, 0) + OWN_SIZE))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if jpeg:
+        dst = dst.with_suffix(".jpg")
+        Image.fromarray(g).save(dst, quality=95)
+    elif sixteen:
+        Image.fromarray(g.astype(np.uint16) * 257).save(dst)
+    else:
+        Image.fromarray(g).save(dst)
+    return dst
+
+
+def make_own_categories(root: Path, syn_root: Path) -> Path:
+    """Two categories the knowledge base does not hold (a texture and an object) in the MVTec
+    layout, with defect names of their own: grayscale, non-square images; the object's
+    normals are 16-bit PNGs and its test anomalies JPEGs."""
+    for cat, (src_cat, renames) in OWN.items():
+        src, dst = syn_root / src_cat, root / cat
+        obj = cat == "my_gizmo"
+        for split in ("train", "test"):
+            for p in sorted((src / split / "good").glob("*.png")):
+                _grey(p, dst / split / "good" / p.name, sixteen=obj)
+        for old, new in renames.items():
+            for p in sorted((src / "test" / old).glob("*.png")):
+                _grey(p, dst / "test" / new / p.name, jpeg=obj)
+                _grey(src / "ground_truth" / old / f"{p.stem}_mask.png", dst / "ground_truth" / new / f"{p.stem}_mask.png")
+    return root

@@ -63,17 +63,34 @@ def load_generated(root: Path, category: str, size: int) -> GeneratedSet:
     return GeneratedSet(category, images, masks)
 
 
-def real_test(split, size: int) -> Tuple[List[np.ndarray], List[np.ndarray], List[str]]:
-    """The evaluation set (test/good + non-centre anomalies): images, masks, defect labels."""
-    images, masks, labels = [], [], []
+def load_mask_bilinear(path: Path, size: int) -> np.ndarray:
+    """The mask resized bilinearly, 0..255 (uint8), as the published test script reads it."""
+    with Image.open(path) as im:
+        return np.asarray(Image.fromarray(image_to_gray8(im)).resize((size, size), Image.BILINEAR))
+
+
+def real_test(split, size: int, ground_truth: str = "reference"
+              ) -> Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray], List[str]]:
+    """The evaluation set (test/good + non-centre anomalies): images, pixel masks, region
+    masks (for AU-PRO), defect labels. ``ground_truth="reference"`` follows the published
+    test script: a pixel is positive only where the bilinear-resized mask is fully on (its
+    uint8 cast), a PRO region is where it is above 0. ``"nearest"``: NEAREST-resized masks
+    binarized at 0.5, for both."""
+    if ground_truth not in ("reference", "nearest"):
+        raise ValueError(f"ground_truth must be 'reference' or 'nearest', got {ground_truth!r}")
+    images, pixels, regions, labels = [], [], [], []
     for s in split.test_samples():
         images.append(load_rgb(s.image, size))
-        if s.masks:
-            m = np.zeros((size, size), np.uint8)
-            for p in s.masks:
-                m |= load_mask(p, size)
-            masks.append(m)
-        else:
-            masks.append(np.zeros((size, size), np.uint8))
+        pix, reg = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
+        for p in s.masks:
+            if ground_truth == "reference":
+                soft = load_mask_bilinear(p, size)
+                pix |= (soft == 255).astype(np.uint8)
+                reg |= (soft > 0).astype(np.uint8)
+            else:
+                pix |= load_mask(p, size)
+                reg = pix
+        pixels.append(pix)
+        regions.append(reg)
         labels.append(s.defect)
-    return images, masks, labels
+    return images, pixels, regions, labels

@@ -33,11 +33,13 @@ def vgg_cached() -> bool:
 
 
 class BatchedLPIPS:
-    def __init__(self, batch_size: int = 8):
+    def __init__(self, batch_size: int = 8, seed: int = 0):
         import lpips
 
         pretrained_backbone = vgg_cached()
-        self.model = lpips.LPIPS(net="vgg", pnet_rand=not pretrained_backbone, verbose=False).eval()
+        with torch.random.fork_rng():  # a random backbone (no VGG weights) is the same in every run
+            torch.manual_seed(seed)
+            self.model = lpips.LPIPS(net="vgg", pnet_rand=not pretrained_backbone, verbose=False).eval()
         self.label = ("LPIPS-VGG" if pretrained_backbone else
                       "LPIPS with a random VGG backbone (no torchvision VGG16 weights in TORCH_HOME): not comparable")
         self.weights = [lin.model[-1].weight.detach().double().flatten() for lin in self.model.lins]

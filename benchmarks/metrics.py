@@ -98,3 +98,57 @@ def au_pro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], limit: float
         y_lim = np.interp(limit, [fpr[nxt - 1], fpr[nxt]], [pro[nxt - 1], pro[nxt]])
         x, y = np.r_[x, limit], np.r_[y, y_lim]
     return float(np.trapezoid(y, x) / limit)
+
+
+# The published scripts' binned variants (AnomalyDiffusion's test-localization.py), for
+# numbers that compare with the papers; the exact ones above stay beside them.
+PRO_THRESHOLDS = 100
+F1_THRESHOLDS = 21
+
+
+def au_pro_binned(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], limit: float = 0.3,
+                  num_th: int = PRO_THRESHOLDS) -> float:
+    """AU-PRO as the published scripts compute it: ``num_th`` thresholds evenly spaced from
+    the maps' minimum (inclusive) to their maximum (exclusive); at each, PRO is the mean
+    overlap of every ground-truth region (8-connected, over all images) and FPR the share of
+    normal pixels above it; points with FPR < ``limit`` are kept, their FPR divided by the
+    largest kept FPR, and the trapezoid area taken (so the result is not divided by limit)."""
+    regions = connected_regions(masks)
+    maps = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
+    if maps.shape != regions.shape:
+        raise ValueError(f"anomaly maps {maps.shape} and masks {regions.shape} differ in shape")
+    n_regions = int(regions.max())
+    if n_regions == 0 or (regions > 0).all():
+        raise ValueError("AU-PRO needs at least one anomalous region and some normal pixels")
+    sizes = np.bincount(regions.ravel(), minlength=n_regions + 1)[1:].astype(np.float64)
+    lo, hi = float(maps.min()), float(maps.max())
+    normal = regions == 0
+    pros, fprs = [], []
+    for th in lo + (hi - lo) / num_th * np.arange(num_th):
+        above = maps > th
+        hits = np.bincount(regions[above], minlength=n_regions + 1)[1:]
+        pros.append(float(np.mean(hits / sizes)))
+        fprs.append(float((above & normal).sum() / normal.sum()))
+    fpr, pro = np.asarray(fprs), np.asarray(pros)
+    keep = fpr < limit
+    if keep.sum() < 2 or fpr[keep].max() == 0:
+        return 0.0
+    x, y = fpr[keep] / fpr[keep].max(), pro[keep]
+    order = np.argsort(x, kind="mergesort")
+    return float(np.trapezoid(y[order], x[order]))
+
+
+def f1_max_binned(labels, scores, num_th: int = F1_THRESHOLDS) -> float:
+    """The best F1 over ``num_th`` thresholds evenly spaced on [0, 1] (the anomaly channel's
+    softmax), a pixel counting as positive where its score is at least the threshold."""
+    labels = _check_both_classes(labels)
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    best = 0.0
+    for th in np.linspace(0.0, 1.0, num_th):
+        pred = scores >= th
+        tp = float((pred & labels).sum())
+        if tp == 0:
+            continue
+        precision, recall = tp / pred.sum(), tp / labels.sum()
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best

@@ -9,7 +9,6 @@ published rows, a CSV and the plots (``benchmarks.mvtec_report``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.config import QUICK, MVTecBenchConfig
+from benchmarks.protocol import check_generated_root, check_inputs, generated_types, write_protocol
+from rollout.data.types import DatasetError
 from rollout.atomic import write_json_atomic
 
 
@@ -48,7 +49,8 @@ def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfi
         if centres:
             r = ic_lpips(gen.images[d], centres, lp.pairwise, cfg.ic_max_members, cfg.seed)
             ic_per_type[d] = {k: r[k] for k in ("dropped", "zero", "cluster_sizes")}
-    test_images, test_masks, test_labels = real_test(split, size)
+    test_images, test_masks, test_regions, test_labels = real_test(
+        split, size, "reference" if cfg.recipe == "reference" else "nearest")
     stage("classification")
     anomalies = [(im, lab) for im, lab in zip(test_images, test_labels) if lab != "good"]
     capped = gen.first(cfg.max_generated_per_type)
@@ -58,8 +60,9 @@ def bench_category(ds, category: str, generated_root: Path, cfg: MVTecBenchConfi
     stage("detection")
     normals = [load_rgb(s.image, size) for s in ds.train(category)]
     det = detect_category(normals, capped, test_images, test_masks, [lab != "good" for lab in test_labels],
-                          cfg.det_epochs, cfg.det_lr, cfg.det_batch_size,
-                          cfg.det_base_channels, cfg.val_fraction, cfg.seed, cfg.test_selected)
+                          cfg.det_epochs, cfg.det_lr, cfg.det_batch_size, cfg.det_base_channels, cfg.val_fraction,
+                          cfg.seed, cfg.test_selected, recipe=cfg.recipe, samples_per_epoch=cfg.det_samples_per_epoch,
+                          test_regions=test_regions)
     kept = [v["dropped"] for v in ic_per_type.values() if not np.isnan(v["dropped"])]
     return {
         "category": category, "defect_types": gen.defects, "generated": {d: len(v) for d, v in gen.images.items()},
@@ -101,13 +104,17 @@ def run_mvtec_bench(generated: str, data: str, out: Path, categories: Optional[L
     if epochs is not None:
         cfg = replace(cfg, cls_epochs=epochs, det_epochs=epochs)
     generated_root = Path(generated)
-    cats = categories or sorted(p.name for p in generated_root.iterdir() if p.is_dir() and any(
-        (p / d / "image").is_dir() for d in os.listdir(p)))
+    check_generated_root(generated_root)
+    cats = categories or sorted(p.name for p in generated_root.iterdir() if generated_types(generated_root, p.name))
+    if not cats:
+        raise DatasetError(f"generated folder {generated_root} has no <category>/<defect>/image folders")
     ds = open_dataset(data_format, data, cats)
+    check_inputs(generated_root, ds, cats)  # everything checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "categories").mkdir(exist_ok=True)
     write_json_atomic(out / "config.json", {**asdict(cfg), "quick": quick, "generated": str(generated), "data": str(data)})
-    lp = BatchedLPIPS()
+    write_protocol(out, cfg, quick, generated_root, data, ds, cats)
+    lp = BatchedLPIPS(seed=cfg.seed)
     inception, is_label = load_inception(cfg.inception_weights, out / "scratch")
     results = {}
     bar = tqdm(cats, desc="bench mvtec", unit="category")

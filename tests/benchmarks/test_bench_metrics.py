@@ -175,3 +175,80 @@ def test_reference_classifier_recipe_repeats_the_data_and_steps_the_lr(monkeypat
     assert seen["opt"].param_groups[0]["lr"] == pytest.approx(0.1 * 0.2 * 0.2)
     with pytest.raises(ValueError, match="unknown classifier recipe"):
         classify.train_classifier(images, [0] * 3 + [1] * 3, 2, 1, 0.1, 2, None, 0, recipe="paper")
+
+
+def test_binned_au_pro_equals_a_hand_computation():
+    from benchmarks.metrics import au_pro_binned
+
+    mask = np.zeros((2, 4), np.uint8)
+    mask[0, :2] = 1  # one region of two pixels, six normal pixels
+    amap = np.array([[0.9, 0.6, 0.0, 0.1], [0.3, 0.55, 0.8, 1.0]])
+    # thresholds 0, .25, .5, .75: (FPR, PRO) = (5/6, 1), (4/6, 1), (3/6, 1), (2/6, 1/2); FPR < .6 keeps the
+    # last two, FPR / .5 -> (1, 1) and (2/3, 1/2): trapezoid (1 - 2/3) * (1 + 1/2) / 2 = 1/4
+    assert au_pro_binned([mask], [amap], limit=0.6, num_th=4) == pytest.approx(0.25, abs=1e-12)
+
+
+def test_binned_pixel_f1_uses_21_thresholds_on_0_1():
+    from benchmarks.metrics import f1_max_binned
+
+    assert f1_max_binned([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.8)  # at 0.7, as exact
+    # exact: 1.0 at 0.93; the grid has 0.90 (both positive: P 1/2, R 1) and 0.95 (none)
+    assert f1_max([1, 0], [0.93, 0.91]) == 1.0 and f1_max_binned([1, 0], [0.93, 0.91]) == pytest.approx(2 / 3)
+
+
+def test_reference_ground_truth_is_the_fully_on_bilinear_mask(tmp_path):
+    from PIL import Image
+
+    from benchmarks.data import real_test
+    from rollout.data.splits import CategorySplit, DefectSplit
+    from rollout.data.types import Sample
+
+    m = np.zeros((64, 64), np.uint8)
+    m[10:30, 20:44] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
+    s = Sample(tmp_path / "a.png", "c", "crack", "test", (tmp_path / "m.png",))
+    split = CategorySplit("c", {"crack": DefectSplit("c", "crack", [], [s])}, [])
+    _, pix, reg, labels = real_test(split, 48, "reference")
+    _, near, near_reg, _ = real_test(split, 48, "nearest")
+    assert labels == ["crack"] and (near[0] == near_reg[0]).all()
+    # a blurred edge: pixels only where fully on, regions wherever above 0, NEAREST in between
+    assert pix[0].sum() < near[0].sum() < reg[0].sum()
+    assert (pix[0] <= near[0]).all() and (near[0] <= reg[0]).all()
+    _, same, same_reg, _ = real_test(split, 64, "reference")  # no resize: all three agree with the file
+    assert (same[0] == (m > 0)).all() and (same_reg[0] == (m > 0)).all()
+
+
+def test_the_reference_detector_has_five_poolings_and_two_outputs():
+    import torch
+
+    from benchmarks.draem_net import POOLINGS, DiscriminativeNet
+
+    net = DiscriminativeNet(base=4)
+    sides = []  # the input side of each encoder block: halved by each pooling
+    for block in net.encoder:
+        block.register_forward_pre_hook(lambda m, inp: sides.append(inp[0].shape[-1]))
+    out = net(torch.zeros(2, 3, 64, 64))
+    assert POOLINGS == 5 and sides == [64, 32, 16, 8, 4, 2] and out.shape == (2, 2, 64, 64)
+    widths = [b[0].out_channels for b in net.encoder]
+    assert widths == [4, 8, 16, 32, 32, 32] and [b[0].out_channels for b in net.blocks] == [32, 16, 8, 4, 4]
+    assert net.head.kernel_size == (3, 3) and all(isinstance(u[0], torch.nn.Upsample) for u in net.ups)
+    w = torch.cat([m.weight.detach().flatten() for m in net.modules() if isinstance(m, torch.nn.Conv2d)])
+    assert abs(float(w.mean())) < 2e-3 and float(w.std()) == pytest.approx(0.02, rel=0.05)  # N(0, 0.02)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        net(torch.zeros(1, 3, 48, 48))
+
+
+def test_focal_loss_with_label_smoothing_equals_a_hand_computation():
+    import torch
+
+    from benchmarks.draem_net import focal_loss
+
+    logits = torch.tensor([[[[0.0, 2.0]], [[1.0, 0.0]]]])  # N=1, C=2, H=1, W=2
+    target = torch.tensor([[[1, 0]]])
+    s = 1e-5
+    p1 = torch.softmax(torch.tensor([0.0, 1.0]), 0)  # pixel 0, class 1
+    p2 = torch.softmax(torch.tensor([2.0, 0.0]), 0)  # pixel 1, class 0
+    pt = [float(s * p1[0] + (1 - s) * p1[1] + s), float((1 - s) * p2[0] + s * p2[1] + s)]
+    want = np.mean([-(1 - p) ** 2 * np.log(p) for p in pt])
+    assert float(focal_loss(logits, target)) == pytest.approx(want, rel=1e-6)

@@ -84,14 +84,55 @@ def test_bench_mvtec_quick_end_to_end_and_resume(generated_copy, syn_root, tmp_p
                  "categories/syn_marble.json", "categories/syn_pill.json"):
         assert (out / name).is_file(), name
     table = (out / "table.md").read_text()
-    assert "AnomalyAgent (published" in table and "**ours (this run)**" in table and "--quick" in table
+    assert "| AnomalyAgent — zero-shot (trained on VisA), published |" in table and "**ours (this run)**" in table and "--quick" in table
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["category"] for r in rows] == ["syn_marble", "syn_pill", "mean"]
     for r in rows:
         assert 0 <= float(r["image_auroc"]) <= 100 and 0 <= float(r["au_pro"]) <= 100 and float(r["is"]) >= 1
     first = json.loads((out / "categories" / "syn_marble.json").read_text())
     assert first["classification"]["n_test"] > 0 and first["detection"]["selected_epoch"] >= 1
+    assert "exact: AU-PRO" in table and "DFMGAN — few-shot, published" in table and "issue 97" in table
+    assert first["detection"]["recipe"] == "reference" and "au_pro_exact" in first["detection"]
+    protocol = json.loads((out / "protocol.json").read_text())
+    for key in ("departures", "packages", "weights", "seeds", "recipe", "config", "files"):
+        assert protocol[key], key
+    assert set(protocol["packages"]) >= {"torch", "torchvision", "lpips", "torch-fidelity"}
+    assert all(v["found"] is False or len(v["sha256"]) == 64 for v in protocol["weights"].values())
+    files = protocol["files"]["syn_marble"]
+    assert files["generated_used"]["crack"] == sorted(p.name for p in (generated_copy / "syn_marble" / "crack" / "image").iterdir())
+    n_test = len(files["test"])
+    assert n_test == first["classification"]["n_test"] + len(list((syn_root / "syn_marble" / "test" / "good").iterdir()))
     # resume: a finished category is read back, not recomputed
     stamp = (out / "categories" / "syn_marble.json").stat().st_mtime_ns
     assert main(args + ["--categories", "syn_marble"]) == 0
     assert (out / "categories" / "syn_marble.json").stat().st_mtime_ns == stamp
+    # a second run on the same inputs, from scratch, reproduces IS and IC-LPIPS and the protocol
+    again = tmp_path / "again"
+    assert main(args[:-2] + [str(again), "--quick", "--categories", "syn_marble"]) == 0
+    second = json.loads((again / "categories" / "syn_marble.json").read_text())
+    assert abs(second["is"] - first["is"]) < 1e-6 and abs(second["ic_lpips_zero"] - first["ic_lpips_zero"]) < 1e-6
+    assert json.loads((again / "protocol.json").read_text())["files"]["syn_marble"] == files
+
+
+def _bad(tmp_path, capsys, generated, data, what):
+    out = tmp_path / "never"
+    rc = main(["bench", "mvtec", "--generated", str(generated), "--data", str(data), "--out", str(out), "--quick"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("anomalyagent: dataset error: ") and what in err[0], err
+    assert not out.exists()  # nothing is written
+
+
+def test_every_bad_path_gets_one_line_and_exit_2(generated_copy, syn_root, tmp_path, capsys):
+    from PIL import Image
+
+    _bad(tmp_path, capsys, tmp_path / "missing", syn_root, f"generated folder not found: {tmp_path / 'missing'}")
+    _bad(tmp_path, capsys, generated_copy, tmp_path / "nodata", f"root not found: {tmp_path / 'nodata'}")
+    gen = tmp_path / "gen"
+    shutil.copytree(generated_copy, gen)
+    shutil.rmtree(gen / "syn_pill" / "stain")
+    _bad(tmp_path, capsys, gen, syn_root, f"generated {gen / 'syn_pill'} has no 'stain' images")
+    shutil.copytree(generated_copy / "syn_pill" / "stain", gen / "syn_pill" / "stain")
+    (gen / "syn_pill" / "crack" / "mask" / "001.png").unlink()
+    _bad(tmp_path, capsys, gen, syn_root, f"generated image {gen / 'syn_pill' / 'crack' / 'image' / '001.png'} has no mask")
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(gen / "syn_pill" / "crack" / "mask" / "001.png")
+    _bad(tmp_path, capsys, gen, syn_root, "mask " + str(gen / "syn_pill" / "crack" / "mask" / "001.png") + " is 12x10 but")

@@ -59,8 +59,11 @@ def _preflight(cfg: AppConfig, data: Optional[str], out: Path) -> AppConfig:
     from cluster.knowledge_check import prepare_knowledge
     from rollout.data import open_dataset
 
+    root = Path(data or dataset_root(cfg))
+    if not root.is_dir():  # nothing to check against: the command reports the missing dataset itself
+        return cfg
     cats = list(dict.fromkeys([*cfg.data.source_categories, *cfg.data.target_categories]))
-    ds = open_dataset(cfg.data.format, data or dataset_root(cfg), cats, cfg.data.visa_type_table)
+    ds = open_dataset(cfg.data.format, root, cats, cfg.data.visa_type_table)
     out.mkdir(parents=True, exist_ok=True)
     return prepare_knowledge(cfg, ds, ds.categories, list(cfg.data.target_categories), out)[0]
 

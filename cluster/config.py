@@ -162,6 +162,7 @@ _CHOICES = {
     "tools.quality_eval.backend": ("metric", "vlm"),
     "tools.knowledge.embedder": ("minilm", "hashing"),
     "tools.knowledge.on_unknown": ("derive", "error"),
+    "episode.grammar_copy": ("prefix", "bigram"),
     "tools.prompt_gen.backend": ("template", "llm"),
     "reward.normalize": ("sum_first", "per_component"),
     "learner.estimator": ("grpo", "gae"),

@@ -76,6 +76,7 @@ class EpisodeConfig:
     # JSON, valid image indices, and image_gen prompts made of the episode's own words
     grammar: bool = True
     grammar_think_tokens: int = 48  # thinking budget under the grammar; then </thinking> is forced
+    grammar_copy: str = "prefix"  # image_gen prompts: "prefix" (a beginning of a PG prompt or KR passage) | "bigram"
 
 
 @dataclass

@@ -114,7 +114,8 @@ class EpisodeRunner:
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         self.stop_ids = [self.im_end] + [tokenizer.convert_tokens_to_ids(t) for t in (CALL_CLOSE, ANSWER_CLOSE)]
         self._last_turn: Optional[Generation] = None
-        self._texts: List[str] = [task_text(task.category, task.defect_type)]  # what a prompt may copy from
+        self._texts: List[str] = [task_text(task.category, task.defect_type)]  # where a prompt may end
+        self._sources: List[str] = []  # what a prompt may be a beginning of: PG's prompts, KR's passages
         self._handlers = {State.GENERATE: self._generate, State.ACT: self._act}
 
     async def run(self) -> Episode:
@@ -153,7 +154,8 @@ class EpisodeRunner:
                   "max_tokens": min(self.cfg.max_turn_tokens, self._room()), "stop_token_ids": self.stop_ids}
         if self.cfg.grammar:
             grammar = TurnGrammar(len(ep.images), tuple(dict.fromkeys(self._texts)),
-                                  max_think_tokens=self.cfg.grammar_think_tokens)
+                                  max_think_tokens=self.cfg.grammar_think_tokens,
+                                  sources=tuple(dict.fromkeys(self._sources)), copy=self.cfg.grammar_copy)
             params["grammar"] = grammar.to_dict()
         t0 = time.perf_counter()
         vision = {"image_data": VisionRenderer.image_data(ep.images, ep.shown_images)} if self.vision else {}
@@ -197,6 +199,8 @@ class EpisodeRunner:
             image = self.vision.placeholder(ep.images[-1])
             ep.shown_images.append(len(ep.images) - 1)
         self._texts.extend(str(payload[k]) for k in ("prompt", "text", "review") if k in payload)
+        if ep.actions[-1] in ("prompt_gen", "knowledge"):
+            self._sources.extend(str(payload[k]) for k in ("prompt", "text") if k in payload)
         obs = observation_text(payload, image)
         if turn.token_ids and turn.token_ids[-1] == self.im_end:
             obs = obs[len(IM_END):]

@@ -60,12 +60,13 @@ def test_every_trajectory_is_valid_under_the_turn_grammar(trajectories, tok):
     from rollout.prompts import task_text
 
     for t in trajectories:
-        words, images = [task_text(t.category, t.defect_type)], 1
+        words, sources, images = [task_text(t.category, t.defect_type)], [], 1
         for i, turn in enumerate(t.turns):
-            replay(TurnGrammar(images, tuple(words)), tok.encode(turn, add_special_tokens=False), tok)
+            replay(TurnGrammar(images, tuple(words), sources=tuple(sources)), tok.encode(turn, add_special_tokens=False), tok)
             if i < len(t.observations):
                 o = t.observations[i]
                 words += [str(o[k]) for k in ("prompt", "text", "review") if k in o]
+                sources += [str(o[k]) for k in ("prompt", "text") if k in o]  # PG's prompt, KR's passage
                 images += "region" in o and "mask_area" not in o
 
 

@@ -29,7 +29,7 @@ def test_copy_graph_of_the_texts():
 
 
 def test_replay_accepts_the_canonical_turns(tok):
-    g = TurnGrammar(images=3, texts=TEXTS)
+    g = TurnGrammar(images=3, texts=TEXTS, copy="bigram")
     turns = ['<thinking>I need a prompt.</thinking><tool_call>{"name": "prompt_gen", "arguments": {}}</tool_call>',
              f'<thinking>Edit.</thinking><tool_call>{{"name": "image_gen", "arguments": {{"prompt": "{PG}"}}}}</tool_call>',
              '<thinking>Check.</thinking><tool_call>{"name": "quality_eval", "arguments": {"image_index": 2}}</tool_call>',
@@ -52,11 +52,52 @@ def test_replay_accepts_the_canonical_turns(tok):
 ])
 def test_replay_refuses_what_the_grammar_forbids(tok, text):
     with pytest.raises(ValueError, match="not allowed"):
-        replay(TurnGrammar(images=3, texts=TEXTS), encode(tok, text), tok)
+        replay(TurnGrammar(images=3, texts=TEXTS, copy="bigram"), encode(tok, text), tok)
+
+
+KR = "syn_marble crack: a long dark crack through the marble. Location: across the marble."
+PREFIX = TurnGrammar(images=2, texts=TEXTS + (KR,), sources=(PG, KR))
+
+
+def _call(prompt):
+    return f'<thinking>x</thinking><tool_call>{{"name": "image_gen", "arguments": {{"prompt": "{prompt}"}}}}</tool_call>'
+
+
+@pytest.mark.parametrize("prompt", [PG, "a large dark crack (crack", "syn_marble crack", "syn_marble crack: a long dark crack"])
+def test_prefix_copying_accepts_beginnings_of_pg_and_kr_that_end_where_a_text_ends(tok, prompt):
+    assert all(a is not None for a in replay(PREFIX, encode(tok, _call(prompt)), tok))
+
+
+@pytest.mark.parametrize("prompt", [
+    "a normal syn_marble",  # the task line is where a prompt may end, not what it copies
+    "a normal syn_marble crack) across the marble",  # a splice of two texts (GRPO found it under bigram copying)
+    "a large dark crack through the marble",  # PG and KR share "dark crack": still a splice
+    "a large dark",  # not where a text or a sentence ends
+    "large dark crack (crack",  # not a beginning
+    "Make the defect more visible",  # a review is not a source
+])
+def test_prefix_copying_refuses_splices_and_other_texts(tok, prompt):
+    with pytest.raises(ValueError, match="not allowed"):
+        replay(PREFIX, encode(tok, _call(prompt)), tok)
+
+
+def test_no_image_gen_before_pg_or_kr_has_spoken(tok):
+    g = TurnGrammar(images=1, texts=TEXTS)
+    with pytest.raises(ValueError, match="not allowed"):
+        replay(g, encode(tok, _call(PG)), tok)
+    ok = '<thinking>x</thinking><tool_call>{"name": "prompt_gen", "arguments": {}}</tool_call>'
+    assert all(a is not None for a in replay(g, encode(tok, ok), tok))
+
+
+def test_a_stored_grammar_without_a_copy_field_replays_as_bigram():
+    d = TurnGrammar(images=2, texts=TEXTS).to_dict()
+    assert TurnGrammar.from_dict(d).copy == "prefix"
+    del d["copy"], d["sources"]
+    assert TurnGrammar.from_dict(d).copy == "bigram"
 
 
 def test_no_answer_and_no_index_before_an_image_exists(tok):
-    g = TurnGrammar(images=1, texts=TEXTS)
+    g = TurnGrammar(images=1, texts=TEXTS, copy="bigram")
     allowed = replay(g, encode(tok, "<thinking>a</thinking>"), tok)
     assert len(allowed) == 3
     from rollout.grammar import TurnConstraint, vocabulary
@@ -68,7 +109,7 @@ def test_no_answer_and_no_index_before_an_image_exists(tok):
 
 
 def test_thinking_is_capped(tok):
-    g = TurnGrammar(images=1, texts=TEXTS, max_think_tokens=2)
+    g = TurnGrammar(images=1, texts=TEXTS, max_think_tokens=2, copy="bigram")
     ids = encode(tok, "<thinking>a b c")
     assert len(ids) == 4
     with pytest.raises(ValueError, match="position 3"):  # a third thinking token is refused
@@ -78,7 +119,8 @@ def test_thinking_is_capped(tok):
 
 def test_a_prompt_may_splice_the_review_into_the_pg_prompt(tok):
     """PG's prompt and the review share "sharp high contrast": a walk may leave one for the other."""
-    g = TurnGrammar(images=2, texts=("a small dark spot on the pill, clearly visible", "Make it more visible: sharp high contrast."))
+    g = TurnGrammar(images=2, texts=("a small dark spot on the pill, clearly visible", "Make it more visible: sharp high contrast."),
+                    copy="bigram")
     for prompt in ("a small dark spot on the pill, clearly visible", "sharp high contrast"):
         replay(g, encode(tok, f'<thinking>x</thinking><tool_call>{{"name": "image_gen", "arguments": {{"prompt": "{prompt}"}}}}</tool_call>'), tok)
 
@@ -97,7 +139,7 @@ def _prompt(engine):
 def test_untrained_policy_under_the_grammar_writes_parsable_turns(engine, images):
     """An untrained policy samples garbage freely; under the grammar every finished turn is
     a valid call or answer whose prompt is a copy of the episode's texts."""
-    g = TurnGrammar(images=images, texts=TEXTS, max_think_tokens=6).to_dict()
+    g = TurnGrammar(images=images, texts=TEXTS, max_think_tokens=6, sources=(PG,)).to_dict()
     stops = [engine.tokenizer.convert_tokens_to_ids(t) for t in ("</tool_call>", "</answer>")]
     reqs = [GenRequest(_prompt(engine), {"temperature": 1.0, "max_tokens": 160, "grammar": g, "stop_token_ids": stops})
             for _ in range(12)]
@@ -118,7 +160,7 @@ def test_constrained_logprobs_are_the_learners(engine, tok):
     the ratio of an on-policy step is exactly 1."""
     from policy.learner import batch_from_episodes, response_log_probs
 
-    g = TurnGrammar(images=3, texts=TEXTS, max_think_tokens=6).to_dict()
+    g = TurnGrammar(images=3, texts=TEXTS, max_think_tokens=6, sources=(PG,)).to_dict()
     p = _prompt(engine)
     stops = [tok.convert_tokens_to_ids(t) for t in ("</tool_call>", "</answer>")]
     res = engine.generate_batch([GenRequest(p, {"temperature": 1.0, "max_tokens": 160, "grammar": g,
@@ -146,7 +188,7 @@ def test_constrained_logprobs_are_the_learners(engine, tok):
 def test_continuous_decoder_samples_under_the_grammar(engine, tok):
     from policy.continuous import ContinuousDecoder
 
-    g = TurnGrammar(images=2, texts=TEXTS, max_think_tokens=4).to_dict()
+    g = TurnGrammar(images=2, texts=TEXTS, max_think_tokens=4, sources=(PG,)).to_dict()
     stops = [tok.convert_tokens_to_ids(t) for t in ("</tool_call>", "</answer>")]
     dec = ContinuousDecoder(engine, 4)
     got = []
@@ -176,7 +218,7 @@ def test_a_dead_end_frees_the_rest_of_the_turn_in_the_engine_and_the_replay_alik
     the learner's replay must see the same free positions."""
     from rollout.grammar import TurnConstraint, vocabulary
 
-    g = TurnGrammar(images=2, texts=TEXTS)
+    g = TurnGrammar(images=2, texts=TEXTS, sources=(PG,))
     head = encode(tok, "<thinking>a</thinking><tool_call>")
     monkeypatch.setattr(TurnConstraint, "_json_ids", lambda self: ())
     c = TurnConstraint(g, vocabulary(tok))

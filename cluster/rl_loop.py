@@ -37,6 +37,21 @@ def _episode_rewards(records: List[Dict[str, Any]], scores: Dict[str, Dict[str, 
     return out
 
 
+def _reward_rows(records, scores, rewards, batch, step: int) -> List[Dict[str, Any]]:
+    """What the episode viewer shows of a step: each episode's parts, its trained scalar and
+    (GRPO) its advantage, the value at its first response token."""
+    adv = batch.batch["advantages"] if "advantages" in batch.batch.keys() else None
+    mask = batch.batch["response_mask"]
+    rows = []
+    for i, (r, reward) in enumerate(zip(records, rewards)):
+        s = scores[r["episode_id"]]
+        first = int(mask[i].nonzero()[0]) if adv is not None and bool(mask[i].any()) else None
+        rows.append({"episode_id": r["episode_id"], "group": r["group"], "step": step + 1, "policy_version": step,
+                     **{k: float(s[k]) for k in ("task", "reflection", "behaviour", "total")}, "reward": float(reward),
+                     "advantage": float(adv[i, first]) if first is not None else float("nan")})
+    return rows
+
+
 def plot_reward_curve(history: List[Dict[str, float]], path: Path) -> Path:
     import matplotlib
 
@@ -123,6 +138,8 @@ def train_rl(cfg: AppConfig, policy: str, root: str, out: Path, progress: bool =
             batch = batch_from_episodes(records, rewards, pad_id=0, tokenizer=tokenizer)
             if cfg.learner.estimator == "grpo":  # GAE advantages come from the learner's value head
                 batch = add_advantages(batch)
+            store.write_rewards(step + 1, _reward_rows(records, scores, rewards, batch, step))
+            if cfg.learner.estimator == "grpo":
                 if cfg.learner.filter_zero_advantage:
                     batch = drop_zero_advantage_groups(batch)
             version = step + 1

@@ -34,6 +34,13 @@ SCHEMA = pa.schema([
     ("turn_grammars", pa.string()),  # JSON list: the grammar of each policy turn, null where sampled freely
     ("knowledge", pa.string()),  # how the task's knowledge entry was obtained (actors.knowledge_base.SOURCES)
 ])
+# GRPO's per-step scores (rewards/step_NNNNNN.parquet): known only once a step's episodes are
+# scored, after they were stored. ``policy_version``: the checkpoint step that sampled them.
+REWARD_SCHEMA = pa.schema([
+    ("episode_id", pa.string()), ("group", pa.string()), ("step", pa.int32()), ("policy_version", pa.int32()),
+    ("task", pa.float64()), ("reflection", pa.float64()), ("behaviour", pa.float64()), ("total", pa.float64()),
+    ("reward", pa.float64()), ("advantage", pa.float64()),
+])
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -124,6 +131,25 @@ class TrajectoryStore:
         if not self.ids():
             return pd.DataFrame(columns=list(columns or SCHEMA.names))
         return pq.read_table(self.episodes, schema=SCHEMA, columns=list(columns) if columns else None).to_pandas()
+
+    def write_rewards(self, step: int, rows: List[Dict[str, Any]]) -> Path:
+        """One training step's reward parts and advantages (``REWARD_SCHEMA``), atomically."""
+        folder = self.root / "rewards"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"step_{step:06d}.parquet"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        pq.write_table(pa.Table.from_pylist(rows, schema=REWARD_SCHEMA), tmp)
+        os.replace(tmp, target)
+        return target
+
+    def read_rewards(self):
+        """Every step's rewards as a DataFrame (empty when none were written)."""
+        import pandas as pd
+
+        files = sorted((self.root / "rewards").glob("step_*.parquet"))
+        if not files:
+            return pd.DataFrame(columns=REWARD_SCHEMA.names)
+        return pa.concat_tables([pq.read_table(f, schema=REWARD_SCHEMA) for f in files]).to_pandas()
 
     def load_image(self, relative: str) -> np.ndarray:
         return np.asarray(Image.open(self.root / relative).convert("RGB"))

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from cluster.config import load_config
 from cluster.rl_loop import train_rl
+from rollout.store import TrajectoryStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -55,6 +56,11 @@ def test_two_steps_then_resume_for_a_third(ray_local, syn_root, tiny_models, tmp
     assert any(not torch.equal(trained[k], base[k]) for k in base)
     stored = len(list((out / "trajectories" / "episodes").glob("*.parquet")))
     assert stored == 2 * 2 * 2  # steps x tasks x G, each once
+    scored = TrajectoryStore(out / "trajectories").read_rewards()  # what the episode viewer shows
+    assert sorted(scored.step.unique()) == [1, 2] and len(scored) == 8 and scored.episode_id.is_unique
+    for _, g in scored.groupby(["step", "group"]):  # one good and one bad episode: advantages +-a, summing to 0
+        assert len(g) == 2 and g.advantage.sum() == pytest.approx(0, abs=1e-5) and (g.advantage.abs() > 0.5).all()
+        assert (g.sort_values("total").advantage.diff().dropna() > 0).all() and set(g.policy_version) == {g.step.iloc[0] - 1}
     res = train_rl(fsdp(small(tmp_path, 3)), path, str(syn_root), out, progress=False, engines=contrast_engine(path))
     assert [h["step"] for h in res["history"]] == [1, 2, 3]  # resumed, not restarted
     assert json.loads((out / "history.json").read_text())[-1]["step"] == 3

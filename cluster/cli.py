@@ -90,6 +90,72 @@ def cmd_knowledge(cfg: AppConfig, args) -> int:
     return 0
 
 
+def _serve_page(app, host: str, port: int, what: str, token) -> int:
+    from cluster.web_pages import ServerThread
+
+    with ServerThread(app, host, port) as server:
+        print(f"{what} at {server.url}/" + (f"?token={token}" if token else "") + "  (Ctrl-C to stop)", flush=True)
+        try:
+            server.thread.join()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_view(cfg: AppConfig, args) -> int:
+    from cluster.viewer_data import ViewerError
+    from cluster.web_pages import check_bind, viewer_app
+
+    try:
+        check_bind(args.host, args.token)
+        app = viewer_app(args.runs, args.token)
+    except (ValueError, ViewerError) as e:
+        print(f"anomalyagent: view: {getattr(e, 'message', e)}", file=sys.stderr)
+        return 2
+    return _serve_page(app, args.host, args.port, f"episode viewer over {args.runs}", args.token)
+
+
+def cmd_rate(cfg: AppConfig, args) -> int:
+    from cluster.rating_store import RatingStore, generated_samples, real_samples
+    from cluster.web_pages import check_bind, rating_app
+
+    mix = [m for m in (args.mix or "").split(",") if m]
+    unknown = [m for m in mix if m not in ("real", "baseline")]
+    problems = [f"--mix takes real and/or baseline, got {', '.join(unknown)}"] if unknown else []
+    samples_dir = Path(args.samples)
+    if not samples_dir.is_dir():
+        problems.append(f"samples folder not found: {samples_dir} (the output of `anomalyagent synthesize`)")
+    if "baseline" in mix and not (args.baseline and Path(args.baseline).is_dir()):
+        problems.append("--mix baseline needs --baseline DIR (e.g. bench agent's rows/fixed)")
+    try:
+        check_bind(args.host, args.token)
+    except ValueError as e:
+        problems.append(str(e))
+    if problems:
+        print(f"anomalyagent: rate: {problems[0]}", file=sys.stderr)
+        return 2
+    store = RatingStore(args.out)
+    pool = generated_samples(samples_dir, "agent")
+    if not pool:
+        print(f"anomalyagent: rate: no samples under {samples_dir} (<category>/<defect>/image/NNN.png)", file=sys.stderr)
+        return 2
+    if "baseline" in mix:
+        pool += generated_samples(Path(args.baseline), "baseline")
+    if "real" in mix:
+        from cluster.assets import dataset_root
+        from rollout.data import open_dataset
+
+        wanted = {}
+        for s in pool:
+            if s["source"] == "agent":
+                wanted[(s["category"], s["defect"])] = wanted.get((s["category"], s["defect"]), 0) + 1
+        ds = open_dataset(cfg.data.format, args.data or dataset_root(cfg))
+        pool += real_samples(ds, wanted)
+    new = store.add_samples(pool)
+    print(f"rating pool: {len(pool)} samples ({new} new) in {args.out}")
+    return _serve_page(rating_app(store, args.token), args.host, args.port, "blind rating", args.token)
+
+
 def cmd_demo(cfg: AppConfig, args) -> int:
     from cluster.demo import run_demo
 
@@ -235,6 +301,8 @@ COMMANDS: Dict[str, Callable[[AppConfig, argparse.Namespace], int]] = {
     "sft": cmd_sft,
     "train": cmd_train,
     "knowledge": cmd_knowledge,
+    "view": cmd_view,
+    "rate": cmd_rate,
 }
 
 
@@ -295,6 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
                        ("appearance", "what it looks like, one sentence"), ("kind", "object (default) or texture"),
                        ("contrast", "low, medium (default) or high")):
         p.add_argument(f"--{name}", default=None, help=f"add: {what}")
+    _add_common(p)
+    p = sub.add_parser("view", help="the episode viewer: a web page over the trajectories and samples of a runs folder")
+    p.add_argument("--runs", required=True, help="a runs folder (synthesize, train, bench agent or the demo)")
+    p.add_argument("--host", default="127.0.0.1", help="default: %(default)s; any other host needs --token")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=None, help="required off loopback: pages and API take ?token=")
+    _add_common(p)
+    p = sub.add_parser("rate", help="blind rating of samples by people: good-sample rate with Wilson intervals and kappa")
+    p.add_argument("--samples", required=True, help="the agent's output (`anomalyagent synthesize`'s folder)")
+    p.add_argument("--mix", default=None, help="also show: real (the dataset's anomalies), baseline (--baseline's output)")
+    p.add_argument("--baseline", default=None, help="a baseline's output folder, e.g. bench agent's rows/fixed")
+    p.add_argument("--data", default=None, help="dataset root for --mix real (default: the configured one)")
+    p.add_argument("--out", required=True, help="the SQLite file of the ratings (kept; a restart resumes)")
+    p.add_argument("--host", default="127.0.0.1", help="default: %(default)s; any other host needs --token")
+    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--token", default=None, help="required off loopback")
     _add_common(p)
     p = sub.add_parser("demo", help="the main job on the embedded default, end to end")
     p.add_argument("--out", default=None, help="report folder (default: runs/demo)")

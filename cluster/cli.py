@@ -272,10 +272,17 @@ def cmd_serve(cfg: AppConfig, args) -> int:
     from cluster.ray_session import cluster_session
     from cluster.serve_app import start_serve
 
+    from cluster.serve_auth import ServeAuthError, keys_for_start
+
     if args.port is not None:
         cfg.serve.port = args.port
     if args.host is not None:
         cfg.serve.host = args.host
+    try:
+        keys_for_start(cfg.serve)  # before Ray starts and before anything binds
+    except ServeAuthError as e:
+        print(f"anomalyagent: serve: {e}", file=sys.stderr)
+        return 2
     policy, what = latest_policy(cfg, cfg.serve.policy)
     with cluster_session(cfg):
         url = start_serve(cfg, policy)

@@ -87,6 +87,12 @@ class ServeConfig:
     min_side: int = 16
     max_n: int = 4
     formats: List[str] = field(default_factory=lambda: ["PNG", "JPEG"])
+    # who may call (cluster/serve_auth.py): off loopback, or with require_auth, keys are required
+    api_keys: List[str] = field(default_factory=list)
+    api_key_file: Optional[str] = None  # one key per line
+    require_auth: bool = False
+    rate_limit_per_minute: float = 60.0  # per key and agent replica
+    rate_limit_burst: int = 10
 
 
 @dataclass

@@ -26,6 +26,8 @@ from ray import serve
 from actors.registry import build_tool, resources_of
 from actors.service import ToolService
 from cluster.config import AppConfig
+from cluster.serve_auth import KeyGuard, keys_for_start
+from cluster.serve_auth import install as install_auth
 from cluster.serve_request import FIELDS, RequestError, RequestLimits, SynthesizeRequest, check_fields, parse_json
 from rollout.config import EpisodeConfig
 
@@ -154,6 +156,9 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
     sc = cfg.serve
     api = FastAPI(title="AnomalyAgent", version="1",
                   description="Agentic industrial anomaly synthesis: a normal image in, defect images and masks out.")
+    keys = keys_for_start(sc)
+    if keys:
+        install_auth(api, KeyGuard(keys, sc.rate_limit_per_minute, sc.rate_limit_burst))
 
     @serve.deployment(name="agent", num_replicas=sc.agent_replicas, max_ongoing_requests=sc.max_ongoing_requests,
                       max_queued_requests=sc.max_queued_requests, ray_actor_options={"num_cpus": sc.agent_num_cpus},

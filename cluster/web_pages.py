@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import ipaddress
 import threading
 from importlib import resources
 from typing import Optional
@@ -20,17 +19,9 @@ from typing import Optional
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from cluster.serve_auth import is_loopback
 from cluster.rating_store import REASONS, RatingError, RatingStore
 from cluster.viewer_data import RunsView, ViewerError
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: Optional[str]) -> None:

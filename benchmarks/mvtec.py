@@ -92,7 +92,7 @@ def iclpips_check(lp, images: List[np.ndarray]) -> Dict[str, float]:
 
 def run_mvtec_bench(generated: str, data: str, out: Path, categories: Optional[List[str]] = None,
                     epochs: Optional[int] = None, quick: bool = False, cfg: Optional[MVTecBenchConfig] = None,
-                    data_format: str = "mvtec") -> Dict[str, Any]:
+                    data_format: str = "mvtec", allow_missing_types: bool = False) -> Dict[str, Any]:
     from benchmarks.ic_lpips import BatchedLPIPS
     from benchmarks.inception import load_inception
     from benchmarks.mvtec_report import write_report
@@ -109,7 +109,7 @@ def run_mvtec_bench(generated: str, data: str, out: Path, categories: Optional[L
     if not cats:
         raise DatasetError(f"generated folder {generated_root} has no <category>/<defect>/image folders")
     ds = open_dataset(data_format, data, cats)
-    check_inputs(generated_root, ds, cats)  # everything checked before anything is written
+    check_inputs(generated_root, ds, cats, allow_missing_types)  # everything checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "categories").mkdir(exist_ok=True)
     write_json_atomic(out / "config.json", {**asdict(cfg), "quick": quick, "generated": str(generated), "data": str(data)})

@@ -54,10 +54,23 @@ def check_inputs(generated: str | Path, ds, categories: Sequence[str], allow_mis
                 mask = root / cat / d / "mask" / f"{f.stem}.png"
                 if not mask.is_file():
                     raise DatasetError(f"generated image {f} has no mask: expected {mask}")
+                for p in (f, mask):
+                    _check_decodes(p)
                 if image_size(mask) != image_size(f):
                     w, h = image_size(f)
                     mw, mh = image_size(mask)
                     raise DatasetError(f"generated mask {mask} is {mw}x{mh} but its image {f} is {w}x{h}")
+
+
+def _check_decodes(path: Path) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()  # reads the whole file and its checksums without decoding it
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"generated file {path} is damaged ({type(e).__name__}): re-run `anomalyagent synthesize` "
+                           "on this folder to make it again") from None
 
 
 def sha256(path: Path) -> str:

@@ -54,6 +54,26 @@ def synthesis_tasks(ds, categories: Sequence[str], per_defect: int, seed: int, k
     return tasks
 
 
+def sample_done(out: Path, category: str, defect: str, k: int) -> bool:
+    """The sample is written and both its PNGs decode. A damaged one (a half-written file)
+    is named, removed and made again."""
+    from PIL import Image
+
+    image, mask = sample_paths(out, category, defect, k)
+    if not mask.exists():
+        return False
+    for p in (image, mask):
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except (OSError, ValueError, SyntaxError) as e:
+            print(f"synthesize: {p} is damaged ({type(e).__name__}); making this sample again")
+            image.unlink(missing_ok=True)
+            mask.unlink(missing_ok=True)
+            return False
+    return True
+
+
 def attempt_task(task, attempt: int):
     """The task of attempt ``attempt`` (1-based): the same normal, a new seed and episode id."""
     if attempt == 1:
@@ -127,7 +147,7 @@ def run_synthesize(cfg: AppConfig, data: Optional[str], out: Path, categories: O
     policy, what = latest_policy(cfg, cfg.synthesize.policy)
     print(f"{label}: policy {policy} ({what}); {len(cats)} categories from {root} -> {out}")
     todo = [(k, t) for k, t in synthesis_tasks(ds, ds.categories, cfg.synthesize.per_defect, cfg.seed, kb)
-            if not sample_paths(out, t.category, t.defect_type, k)[1].exists()]
+            if not sample_done(out, t.category, t.defect_type, k)]
     total = sum(len(ds.defect_types(c)) for c in ds.categories) * cfg.synthesize.per_defect
     max_attempts = cfg.synthesize.max_attempts
     if (out / "trajectories").is_dir():  # stored before a crash, sample never written: run it again

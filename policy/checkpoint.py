@@ -3,13 +3,21 @@
 A checkpoint is written to ``.tmp-step_N``, marked complete, renamed to ``step_N``; only
 then is the tracker file ``latest`` replaced atomically. Older checkpoints beyond
 ``keep_last`` are deleted only after that, so the last good checkpoint always exists. A
-folder without its ``COMPLETE`` marker is never loaded.
+folder without its ``COMPLETE`` marker is never loaded. The marker holds the SHA-256 of
+every file written before it; ``latest`` verifies them and passes over a damaged
+checkpoint (a corrupt weight file, a tracker naming a missing step), saying which file and
+which step it took instead. A failed write (a full disk) removes its temporary folder and
+leaves the previous checkpoint the latest.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
+import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,6 +28,43 @@ from policy.faults import fault_point
 
 TRACKER = "latest"
 MARKER = "COMPLETE"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digests(folder: Path) -> Dict[str, str]:
+    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
+
+
+def damage(path: Path) -> Optional[str]:
+    """What is wrong with a checkpoint folder (None: complete and intact)."""
+    marker = Path(path) / MARKER
+    if not marker.is_file():
+        return f"{path} has no {MARKER} marker"
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(Path(path).rglob("*")) if p.is_file())
+    return _damage(str(path), stamp)
+
+
+@lru_cache(maxsize=32)
+def _damage(path: str, stamp) -> Optional[str]:
+    text = (Path(path) / MARKER).read_text().strip()
+    try:
+        expected = json.loads(text)["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return None  # a marker from before digests were written: trusted as complete
+    for rel, digest in expected.items():
+        f = Path(path) / rel
+        if not f.is_file():
+            return f"{f} is missing"
+        if _sha256(f) != digest:
+            return f"{f} is corrupt (its SHA-256 differs from the one recorded at save)"
+    return None
 
 
 def rng_state() -> Dict[str, Any]:
@@ -44,13 +89,26 @@ class CheckpointManager:
         return sorted(int(p.name.split("_")[1]) for p in self.root.glob("step_*") if (p / MARKER).exists())
 
     def latest(self) -> Optional[Path]:
+        """The tracker's checkpoint if it is intact, else the newest intact one (said on stderr)."""
         tracker = self.root / TRACKER
-        if tracker.is_file():
-            path = self.root / tracker.read_text().strip()
-            if (path / MARKER).exists():
+        named = self.root / tracker.read_text().strip() if tracker.is_file() else None
+        problem = None
+        if named is not None:
+            problem = damage(named) if named.is_dir() else f"{tracker} names {named.name}, which does not exist"
+            if problem is None:
+                return named
+        for step in reversed(self.steps()):  # tracker missing, stale or damaged: the newest intact folder
+            path = self.root / f"step_{step}"
+            bad = damage(path)
+            if bad is None:
+                if problem:
+                    print(f"checkpoint: {problem}; using {path}", file=sys.stderr)
                 return path
-        done = self.steps()  # tracker missing or stale: fall back to the newest complete folder
-        return self.root / f"step_{done[-1]}" if done else None
+            problem = problem or bad
+            print(f"checkpoint: {bad}; passing over it", file=sys.stderr)
+        if problem:
+            print(f"checkpoint: {problem}; no intact checkpoint in {self.root}", file=sys.stderr)
+        return None
 
     def save(self, step: int, model, optimizer=None, scheduler=None, tokenizer=None,
              state: Optional[Dict[str, Any]] = None, model_state: Optional[Dict[str, torch.Tensor]] = None,
@@ -61,16 +119,20 @@ class CheckpointManager:
         tmp = self.root / f".tmp-step_{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        model.save_pretrained(tmp / "model", state_dict=model_state)
-        fault_point("checkpoint_write", step)  # reliability suite: a crash with the folder half written
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / "model")
-        if optimizer_state is None and optimizer is not None:
-            optimizer_state = optimizer.state_dict()
-        torch.save({"step": step, "optimizer": optimizer_state,
-                    "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng_state(),
-                    "state": state or {}}, tmp / "trainer_state.pt")
-        (tmp / MARKER).write_text(str(step))
+        try:
+            model.save_pretrained(tmp / "model", state_dict=model_state)
+            fault_point("checkpoint_write", step)  # reliability suite: a crash with the folder half written
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp / "model")
+            if optimizer_state is None and optimizer is not None:
+                optimizer_state = optimizer.state_dict()
+            torch.save({"step": step, "optimizer": optimizer_state,
+                        "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng_state(),
+                        "state": state or {}}, tmp / "trainer_state.pt")
+            (tmp / MARKER).write_text(json.dumps({"step": step, "sha256": file_digests(tmp)}))
+        except OSError:  # e.g. the disk is full: the previous checkpoint stays the latest
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -87,8 +149,9 @@ class CheckpointManager:
         """(full model state dict, trainer blob) of a complete checkpoint, applied to nothing."""
         from transformers import AutoModelForCausalLM
 
-        if not (Path(path) / MARKER).exists():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint")
+        problem = damage(Path(path))
+        if problem:
+            raise FileNotFoundError(f"{path} is not a usable checkpoint: {problem}")
         loaded = AutoModelForCausalLM.from_pretrained(Path(path) / "model")
         return loaded.state_dict(), torch.load(Path(path) / "trainer_state.pt", weights_only=False)
 

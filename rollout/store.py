@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -41,6 +42,14 @@ REWARD_SCHEMA = pa.schema([
     ("task", pa.float64()), ("reflection", pa.float64()), ("behaviour", pa.float64()), ("total", pa.float64()),
     ("reward", pa.float64()), ("advantage", pa.float64()),
 ])
+def intact(path: Path) -> bool:
+    """A whole Parquet file: its footer reads and it holds one row group at least."""
+    try:
+        return pq.read_metadata(path).num_rows > 0
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+
+
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -58,10 +67,20 @@ class TrajectoryStore:
         return self.episodes / f"{episode_id}.parquet"
 
     def has(self, episode_id: str) -> bool:
-        return self.path_of(episode_id).exists()
+        path = self.path_of(episode_id)
+        return path.exists() and intact(path)
 
     def ids(self) -> List[str]:
-        return sorted(p.stem for p in self.episodes.glob("*.parquet"))
+        """Ids of the intact episodes; a damaged file (torn, truncated) is named on stderr and
+        left out, so its episode is run again and ``write`` replaces it."""
+        out = []
+        for p in sorted(self.episodes.glob("*.parquet")):
+            if intact(p):
+                out.append(p.stem)
+            else:
+                print(f"trajectory store: {p} is damaged (not a readable Parquet file); its episode will be run again",
+                      file=sys.stderr)
+        return out
 
     def write(self, record: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> bool:
         """Store one episode record (``Episode.record()`` plus ``extra`` columns).
@@ -69,7 +88,9 @@ class TrajectoryStore:
         eid = record["episode_id"]
         target = self.path_of(eid)
         if target.exists():
-            return False
+            if intact(target):
+                return False
+            target.unlink()  # a damaged copy of this episode: replaced
         extra = extra or {}
         folder = self.images / eid
         folder.mkdir(exist_ok=True)
@@ -128,9 +149,11 @@ class TrajectoryStore:
         """All stored episodes as a pandas DataFrame."""
         import pandas as pd
 
-        if not self.ids():
+        ids = self.ids()
+        if not ids:
             return pd.DataFrame(columns=list(columns or SCHEMA.names))
-        return pq.read_table(self.episodes, schema=SCHEMA, columns=list(columns) if columns else None).to_pandas()
+        files = [str(self.path_of(i)) for i in ids]  # damaged files are left out (and named)
+        return pq.read_table(files, schema=SCHEMA, columns=list(columns) if columns else None).to_pandas()
 
     def write_rewards(self, step: int, rows: List[Dict[str, Any]]) -> Path:
         """One training step's reward parts and advantages (``REWARD_SCHEMA``), atomically."""

@@ -136,3 +136,7 @@ def test_every_bad_path_gets_one_line_and_exit_2(generated_copy, syn_root, tmp_p
     _bad(tmp_path, capsys, gen, syn_root, f"generated image {gen / 'syn_pill' / 'crack' / 'image' / '001.png'} has no mask")
     Image.fromarray(np.zeros((10, 12), np.uint8)).save(gen / "syn_pill" / "crack" / "mask" / "001.png")
     _bad(tmp_path, capsys, gen, syn_root, "mask " + str(gen / "syn_pill" / "crack" / "mask" / "001.png") + " is 12x10 but")
+    shutil.copy(generated_copy / "syn_pill" / "crack" / "mask" / "001.png", gen / "syn_pill" / "crack" / "mask" / "001.png")
+    half = gen / "syn_pill" / "crack" / "image" / "002.png"
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])  # a half-written PNG
+    _bad(tmp_path, capsys, gen, syn_root, f"generated file {half} is damaged")

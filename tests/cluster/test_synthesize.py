@@ -54,8 +54,11 @@ def test_synthesize_delivers_only_what_passes_the_gate_and_resumes(ray_local, sy
 
     # resume: the delivered ones are kept; the refused ones are tried again; a lost sample is made again
     (out / "syn_pill" / "crack" / "mask" / "001.png").unlink()
+    half = out / "syn_pill" / "crack" / "image" / "000.png"
+    half.write_bytes(half.read_bytes()[:40])  # a half-written PNG: detected, named and made again
     again = run_synthesize(cfg, str(syn_root96), out, engines=[engine()])
-    assert again["new"] == 5 and again["sources"] == {"agent": 1} and again["delivered"] == 2
+    assert again["new"] == 6 and again["sources"] == {"agent": 2} and again["delivered"] == 2
+    assert np.asarray(Image.open(half)).shape == (96, 96, 3)
     assert (out / "syn_pill" / "crack" / "mask" / "001.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["all_sources"] == {"agent": 2} and sum(summary["undelivered"].values()) == 4

@@ -40,3 +40,16 @@ def test_bad_episode_id_and_leftover_temp_files_are_ignored(tmp_path):
     (store.episodes / ".ep-2.parquet.123.tmp").write_bytes(b"half a file")
     store.write(record("ep-3"))
     assert store.ids() == ["ep-3"] and len(store.read()) == 1
+
+
+def test_a_truncated_episode_file_is_named_skipped_and_replaced(tmp_path, capsys):
+    store = TrajectoryStore(tmp_path)
+    for eid in ("ep-1", "ep-2"):
+        store.write(record(eid))
+    torn = store.path_of("ep-2")
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])  # torn mid-write by something else
+    assert store.ids() == ["ep-1"] and not store.has("ep-2")
+    assert f"{torn} is damaged" in capsys.readouterr().err
+    assert list(store.read().episode_id) == ["ep-1"]  # the reader goes on with what is intact
+    assert store.write(record("ep-2")) is True  # the re-run episode replaces the damaged file
+    assert store.ids() == ["ep-1", "ep-2"] and len(store.read()) == 2

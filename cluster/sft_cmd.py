@@ -34,7 +34,10 @@ def build_sft_data(cfg: AppConfig, root: str, policy: str, out: Path) -> Dict:
 
         swapper = WordSwap(vocabulary_pieces(tokenizer), load_knowledge(tuple(cfg.tools.knowledge.extra)))
         trajs = swap_some(trajs, swapper, cfg.sft.word_swap_fraction, cfg.seed)
-    return write_sft_dataset(trajs, tokenizer, out)
+    from rollout.vision import VisionRenderer, processor_for
+
+    processor = processor_for(policy)  # a VL policy sees the images its episodes show
+    return write_sft_dataset(trajs, tokenizer, out, VisionRenderer(processor) if processor is not None else None)
 
 
 def well_formed_rate(cfg: AppConfig, root: str, policy: str, store: Optional[Path], prefix: str,

@@ -65,6 +65,7 @@ class SFTConfig:
     keep_last: int = 2
     log_every: int = 10
     resume: str = "auto"  # auto | disable | a checkpoint path
+    freeze_vision: bool = True  # a VL policy's vision tower stays frozen (as published)
     eval_tasks: int = 64  # fresh target tasks for the well-formed rate
     eval_temperature: float = 0.0  # the headline rate: greedy, as verl validates (val_kwargs.do_sample=False)
     eval_sampled_temperature: float = 1.0  # also reported after SFT: the RL rollout temperature (0 skips it)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
@@ -100,6 +100,7 @@ class Trajectory:
     turns: List[str]  # policy turn texts
     observations: List[Dict[str, Any]]  # payload after each turn but the last
     anomaly_path: str
+    images: List[np.ndarray] = field(default_factory=list)  # 0: the normal, then each image_gen result, in order
 
 
 class TrajectoryBuilder:
@@ -133,7 +134,7 @@ class TrajectoryBuilder:
             return None
         n = int(rng.integers(1, 4))
         name = defect.replace("_", " ")
-        turns, obs, tools = [], [], []
+        turns, obs, tools, images = [], [], [], [normal]
 
         def step(text, call, payload):
             turns.append(_turn(text, call))
@@ -159,6 +160,7 @@ class TrajectoryBuilder:
                 continue
             edit, score = made
             image_index += 1
+            images.append(edit["image"])
             think = THINKING["direct"] if prompt == pg and m == 0 else THINKING["plain"] if m == 0 else THINKING["revise"]
             step(think, {"name": "image_gen", "arguments": {"prompt": prompt}},
                  {"image_index": image_index, "region": edit["region"]})
@@ -167,6 +169,7 @@ class TrajectoryBuilder:
             know = self._call("knowledge", {}, None, ctx)["text"]
             step(THINKING["failed"].format(k=image_index, name=name), {"name": "knowledge", "arguments": {}}, {"text": know})
         image_index += 1
+        images.append(anomaly)
         step(THINKING["revise"] if image_index > 1 else THINKING["direct"], {"name": "image_gen", "arguments": {"prompt": pg}},
              {"image_index": image_index, "region": list(to_normalized(box, w, h))})
         step(THINKING["check"].format(k=image_index), {"name": "quality_eval", "arguments": {"image_index": image_index}},
@@ -178,7 +181,7 @@ class TrajectoryBuilder:
         turns.append(_turn(THINKING["done"].format(k=image_index), answer={"status": "success", "final_image_index": image_index}))
         tools.append("answer")
         return Trajectory(f"{sample.category}-{sample.defect}-{sample.image.stem}-v{variant}", category,
-                          defect, image_index, tools, turns, obs, str(sample.image))
+                          defect, image_index, tools, turns, obs, str(sample.image), images)
 
     def _failing_attempt(self, prompt: str, normal: np.ndarray, ctx: Dict[str, Any], rng: np.random.Generator,
                          tries: int = 3):
@@ -192,35 +195,55 @@ class TrajectoryBuilder:
         return None
 
 
-def tokenize(traj: Trajectory, tokenizer) -> Dict[str, List[int]]:
-    """prompt_ids, response_ids and response_mask exactly as an episode would hold them."""
-    msgs = [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": task_text(traj.category, traj.defect_type)}]
+def tokenize(traj: Trajectory, tokenizer, renderer=None) -> Dict[str, List[int]]:
+    """prompt_ids, response_ids and response_mask exactly as an episode would hold them.
+    ``renderer`` (a VL policy's ``VisionRenderer``): the normal image in the task message and
+    each generated image in its image_gen observation, as the episode shows them;
+    ``shown_images`` lists them in token order."""
+    user = task_text(traj.category, traj.defect_type) + (renderer.placeholder(traj.images[0]) if renderer else "")
+    msgs = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
     prompt = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
-    ids, mask = [], []
+    ids, mask, shown = [], [], [0] if renderer else []
     for i, turn in enumerate(traj.turns):
         t = tokenizer.encode(turn, add_special_tokens=False)
         ids += t
         mask += [1] * len(t)
         if i < len(traj.observations):
-            o = tokenizer.encode(observation_text(traj.observations[i]), add_special_tokens=False)
+            o = traj.observations[i]
+            image = ""
+            if renderer and traj.tools[i] == "image_gen":
+                image = renderer.placeholder(traj.images[o["image_index"]])
+                shown.append(o["image_index"])
+            o = tokenizer.encode(observation_text(o, image), add_special_tokens=False)
             ids += o
             mask += [0] * len(o)
-    return {"prompt_ids": list(prompt), "response_ids": ids, "response_mask": mask}
+    return {"prompt_ids": list(prompt), "response_ids": ids, "response_mask": mask, "shown_images": shown}
 
 
-def write_sft_dataset(trajs: Sequence[Trajectory], tokenizer, out: Path) -> Dict[str, Any]:
-    """Parquet dataset plus a summary of the N and tool-sequence distributions."""
+def write_sft_dataset(trajs: Sequence[Trajectory], tokenizer, out: Path, renderer=None) -> Dict[str, Any]:
+    """Parquet dataset plus a summary of the N and tool-sequence distributions. With a VL
+    ``renderer`` the images an episode shows are written as PNGs (``image_paths``, relative
+    to ``out``, indexed like the episode's images)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from rollout.atomic import atomic_png
+
     rows = []
+    out.mkdir(parents=True, exist_ok=True)
     for t in trajs:
-        tok = tokenize(t, tokenizer)
+        tok = tokenize(t, tokenizer, renderer)
+        paths = []
+        if renderer:
+            for k, img in enumerate(t.images):
+                p = out / "images" / t.trajectory_id / f"{k}.png"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                atomic_png(img, p)
+                paths.append(str(p.relative_to(out)))
         rows.append({"trajectory_id": t.trajectory_id, "category": t.category, "defect_type": t.defect_type,
                      "n_generations": t.n_generations, "tools": t.tools, "turns": t.turns,
-                     "observations": json.dumps(t.observations), "anomaly_path": t.anomaly_path, **tok})
-    out.mkdir(parents=True, exist_ok=True)
+                     "observations": json.dumps(t.observations), "anomaly_path": t.anomaly_path, **tok,
+                     "image_paths": paths})
     tmp = out / ".sft.parquet.tmp"
     pq.write_table(pa.Table.from_pylist(rows), tmp)
     tmp.replace(out / "sft.parquet")

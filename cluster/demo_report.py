@@ -109,7 +109,13 @@ def write_report(out: Path, runner: StageRunner) -> Path:
     lines += ["## Artefacts", "", "- trajectories (Parquet + PNG): `grpo/trajectories/`, `ablation/rows/<row>/trajectories/`, "
               "`trajectories/`", "- delivered samples per row: `ablation/rows/<row>/<category>/<defect>/{image,mask}/`; "
               "every attempt's gate verdict: `ablation/rows/<row>/samples/`", "- TensorBoard: `sft/tensorboard/`, `grpo/tensorboard/` "
-              "(`tensorboard --logdir " + str(out) + "`)", "- stage results: `stages.json`", ""]
+              "(`tensorboard --logdir " + str(out) + "`)", "- stage results: `stages.json`", "",
+              "## Look at them", "",
+              f"- every episode, turn by turn: `anomalyagent view --runs {out}` (http://127.0.0.1:8080)",
+              f"- a blind rating by people (each rater opens the page with a rater id of their own): `anomalyagent rate "
+              f"--samples {out}/ablation/rows/grpo --mix real,baseline --baseline {out}/ablation/rows/fixed "
+              f"--out {out}/ratings.db` (http://127.0.0.1:8081); the page gives the good-sample rate per source "
+              "with Wilson 95 % intervals", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

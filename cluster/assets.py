@@ -56,10 +56,31 @@ def tiny_models_dir(cfg: AppConfig) -> Path:
     return build_once(cfg.cache_path / "models" / f"tiny-{key}", lambda tmp: build_tiny_models(tmp, cfg.policy.tiny))
 
 
+class PolicyKindError(ValueError):
+    """``policy.kind`` does not match the checkpoint it names."""
+
+
+def check_policy_kind(kind: str, path: str) -> None:
+    """A local checkpoint's config must match ``policy.kind`` (a hub id is not checked here)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    import json
+
+    c = json.loads(config.read_text())
+    found = "vl" if "vision_config" in c else "text"
+    if found != kind:
+        arch = ", ".join(c.get("architectures") or [c.get("model_type", "?")])
+        raise PolicyKindError(f"policy.kind={kind} but {path} is a {found} model ({arch}); "
+                              f"set policy.kind={found} or point policy.path at a {kind} checkpoint")
+
+
 def policy_path(cfg: AppConfig) -> str:
     """The configured policy (local path or hub id), or the tiny model of the configured kind."""
     if cfg.policy.path:
-        return os.path.expanduser(cfg.policy.path)
+        path = os.path.expanduser(cfg.policy.path)
+        check_policy_kind(cfg.policy.kind, path)
+        return path
     from policy.tiny import TEXT_DIR, VL_DIR
 
     return str(tiny_models_dir(cfg) / (TEXT_DIR if cfg.policy.kind == "text" else VL_DIR))

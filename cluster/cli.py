@@ -6,6 +6,7 @@ overrides; the configuration is validated before any work starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -406,6 +407,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"anomalyagent: config error: {e}", file=sys.stderr)
         return 2
     from actors.knowledge_files import KnowledgeFileError
+    from cluster.assets import PolicyKindError
     from cluster.knowledge_check import KnowledgeError
     from cluster.resources import ResourceError
     from rollout.data.types import DatasetError
@@ -413,7 +415,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "knowledge" and args.action == "add" and not args.out:
         parser.error("knowledge add needs --out FILE")
     try:
+        if cfg.policy.path and args.command in ("sft", "train", "synthesize", "serve", "bench", "demo"):
+            from cluster.assets import check_policy_kind
+
+            check_policy_kind(cfg.policy.kind, os.path.expanduser(cfg.policy.path))  # before any work
         return COMMANDS[args.command](cfg, args)
+    except PolicyKindError as e:
+        print(f"anomalyagent: policy error: {e}", file=sys.stderr)
+        return 2
     except (KnowledgeError, KnowledgeFileError) as e:
         for line in str(e).splitlines():
             print(f"anomalyagent: knowledge error: {line}", file=sys.stderr)

@@ -103,3 +103,13 @@ def test_range_edges_are_accepted_and_every_numeric_key_has_a_range():
 def test_cli_refuses_a_negative_step_count_before_work(capsys):
     assert main(["train", "rl.steps=-1"]) == 2
     assert "'rl.steps': -1 is out of range" in capsys.readouterr().err
+
+
+def test_a_policy_kind_that_does_not_match_the_checkpoint_stops_before_work(tiny_models, tmp_path, capsys):
+    from cluster.cli import main
+
+    for kind, path, found in (("vl", tiny_models["text"], "text"), ("text", tiny_models["vl"], "vl")):
+        rc = main(["train", "--out", str(tmp_path / kind), f"policy.kind={kind}", f"policy.path={path}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"policy.kind={kind} but {path} is a {found} model" in err[0], err
+        assert not (tmp_path / kind).exists()

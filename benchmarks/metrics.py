@@ -73,12 +73,8 @@ def connected_regions(masks: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(out)
 
 
-def au_pro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], limit: float = 0.3) -> float:
-    """Normalized area under the PRO curve up to FPR ``limit``.
-
-    Mean over regions of each region's overlap at a threshold equals the sum over the
-    region pixels above it of 1 / (R * region size), so one sorted pass gives the curve.
-    """
+def _pro_inputs(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]):
+    """(stacked region ids, stacked float maps, number of regions), checked."""
     regions = connected_regions(masks)
     maps = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
     if maps.shape != regions.shape:
@@ -86,6 +82,16 @@ def au_pro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], limit: float
     n_regions = int(regions.max())
     if n_regions == 0 or (regions > 0).all():
         raise ValueError("AU-PRO needs at least one anomalous region and some normal pixels")
+    return regions, maps, n_regions
+
+
+def au_pro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], limit: float = 0.3) -> float:
+    """Normalized area under the PRO curve up to FPR ``limit``.
+
+    Mean over regions of each region's overlap at a threshold equals the sum over the
+    region pixels above it of 1 / (R * region size), so one sorted pass gives the curve.
+    """
+    regions, maps, n_regions = _pro_inputs(masks, maps)
     sizes = np.bincount(regions.ravel(), minlength=n_regions + 1).astype(np.float64)
     weight = np.where(regions > 0, 1.0 / (n_regions * sizes[regions]), 0.0)
     pro, fp, _ = _curve(regions > 0, maps, weight)
@@ -113,13 +119,7 @@ def au_pro_binned(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], limit
     overlap of every ground-truth region (8-connected, over all images) and FPR the share of
     normal pixels above it; points with FPR < ``limit`` are kept, their FPR divided by the
     largest kept FPR, and the trapezoid area taken (so the result is not divided by limit)."""
-    regions = connected_regions(masks)
-    maps = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
-    if maps.shape != regions.shape:
-        raise ValueError(f"anomaly maps {maps.shape} and masks {regions.shape} differ in shape")
-    n_regions = int(regions.max())
-    if n_regions == 0 or (regions > 0).all():
-        raise ValueError("AU-PRO needs at least one anomalous region and some normal pixels")
+    regions, maps, n_regions = _pro_inputs(masks, maps)
     sizes = np.bincount(regions.ravel(), minlength=n_regions + 1)[1:].astype(np.float64)
     lo, hi = float(maps.min()), float(maps.max())
     normal = regions == 0

@@ -4,7 +4,6 @@ seeds, package versions, the weights found (with sha256), the recipe and every d
 from the published scripts in force."""
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from dataclasses import asdict
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from benchmarks.config import MVTecBenchConfig
+from policy.checkpoint import sha256_file
 from rollout.atomic import write_json_atomic
 from rollout.data.types import DatasetError, image_size, list_images
 
@@ -73,18 +73,10 @@ def _check_decodes(path: Path) -> None:
                            "on this folder to make it again") from None
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _weights(path: Optional[Path], what: str) -> Dict[str, Any]:
     if path is None or not Path(path).is_file():
         return {"what": what, "found": False, "path": str(path) if path else None}
-    return {"what": what, "found": True, "path": str(path), "sha256": sha256(Path(path))}
+    return {"what": what, "found": True, "path": str(path), "sha256": sha256_file(Path(path))}
 
 
 def weights_found(cfg: MVTecBenchConfig) -> Dict[str, Any]:

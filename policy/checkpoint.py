@@ -30,7 +30,7 @@ TRACKER = "latest"
 MARKER = "COMPLETE"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -39,7 +39,7 @@ def _sha256(path: Path) -> str:
 
 
 def file_digests(folder: Path) -> Dict[str, str]:
-    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
 
 
 def damage(path: Path) -> Optional[str]:
@@ -62,7 +62,7 @@ def _damage(path: str, stamp) -> Optional[str]:
         f = Path(path) / rel
         if not f.is_file():
             return f"{f} is missing"
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             return f"{f} is corrupt (its SHA-256 differs from the one recorded at save)"
     return None
 

@@ -41,7 +41,8 @@ class ToolActor:
 
 def actor_options(r: ActorResources) -> dict:
     return dict(num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_restarts=r.max_restarts,
-                max_task_retries=r.max_restarts, max_concurrency=r.max_concurrency)
+                max_task_retries=r.max_restarts, max_concurrency=r.max_concurrency,
+                scheduling_strategy="SPREAD")  # replicas on different nodes: a lost node takes only its share
 
 
 class ToolPool:

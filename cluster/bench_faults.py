@@ -8,7 +8,13 @@
 4. serve: the bad-request corpus against the endpoint (all must be 4xx, the server
    healthy after), then a sustained concurrent load for a fixed time (5xx count, p50/p99).
 
-Last line: ``episodes_lost=<n> duplicates=<n> parser_crashes=<n> serve_5xx=<n>``.
+5. cluster scale (issue 22): a worker node of a 3-node cluster removed mid-rollout
+   (cluster/fault_node.py), torn and corrupt files against their readers
+   (cluster/fault_files.py), the endpoint's auth (cluster/fault_auth.py), and 16 clients
+   while a tool replica and the policy engine are killed (cluster/fault_serve.py).
+
+Last two lines: ``episodes_lost=<n> duplicates=<n> parser_crashes=<n> serve_5xx=<n>``, then
+``node_lost_episodes=<n> serve_5xx_under_kill=<n> corrupt_files_undetected=<n> unauthorized_accepted=<n>``.
 """
 from __future__ import annotations
 
@@ -195,12 +201,24 @@ def serve_faults(cfg: AppConfig, policy: str, duration_s: float, concurrency: in
 
 
 def run_faults_bench(cfg: AppConfig, fuzz_turns: int = 10000, serve_seconds: float = 20.0,
-                     concurrency: int = 8) -> Dict[str, Any]:
+                     concurrency: int = 8, kill_seconds: float = 60.0, kill_clients: int = 16) -> Dict[str, Any]:
+    import ray
+
     from cluster.assets import dataset_root, policy_path
+    from cluster.fault_auth import auth_check
+    from cluster.fault_files import corrupt_files_check
+    from cluster.fault_node import node_loss_rollout
+    from cluster.fault_serve import serve_under_kill
     from cluster.ray_session import cluster_session
     from rollout.fuzz import fuzz
 
     root, policy = str(dataset_root(cfg)), policy_path(cfg)
+    files = corrupt_files_check(policy)
+    print(f"files: {files}")
+    if ray.is_initialized():
+        raise RuntimeError("bench faults starts its own 3-node cluster: run it with no Ray session open")
+    node = node_loss_rollout(cfg, policy, root)
+    print(f"node loss: {node}")
     t0 = time.perf_counter()
     parser = fuzz(fuzz_turns, seed=cfg.seed)
     print(f"parser: {fuzz_turns} generated turns in {time.perf_counter() - t0:.1f}s, outcomes {parser}")
@@ -211,8 +229,17 @@ def run_faults_bench(cfg: AppConfig, fuzz_turns: int = 10000, serve_seconds: flo
         print(f"rollout: {rollout}")
         srv = serve_faults(cfg, policy, serve_seconds, concurrency)
         print(f"serve: {srv}")
-    f = rollout["faults"]
-    return {"parser": parser, "tools": tools, "rollout": rollout, "serve": srv,
+        auth = auth_check(cfg, policy)
+        print(f"auth: {auth}")
+        kill = serve_under_kill(_small(cfg), policy, kill_clients, kill_seconds)
+        print(f"serve under kill: {kill}")
+    f, n = rollout["faults"], node["node_lost"]
+    return {"parser": parser, "tools": tools, "rollout": rollout, "serve": srv, "node": node, "files": files,
+            "auth": auth, "serve_kill": kill,
             "episodes_lost": f["lost"], "duplicates": f["duplicates"],
             "parser_crashes": parser["crashes"] + tools["escaped"],
-            "serve_5xx": srv["load_5xx"] + sum(1 for _, c in srv["bad_not_4xx"] if c >= 500)}
+            "serve_5xx": srv["load_5xx"] + sum(1 for _, c in srv["bad_not_4xx"] if c >= 500),
+            "node_lost_episodes": n["lost"] + n["duplicates"],
+            "serve_5xx_under_kill": kill["all"]["5xx"] + kill["all"]["503_without_retry_after"],
+            "corrupt_files_undetected": sum(not v for v in files.values()),
+            "unauthorized_accepted": auth["unauthorized_accepted"]}

@@ -175,9 +175,13 @@ def cmd_bench(cfg: AppConfig, args) -> int:
     elif args.suite == "faults":
         from cluster.bench_faults import run_faults_bench
 
-        res = run_faults_bench(cfg, fuzz_turns=args.fuzz_turns, serve_seconds=args.serve_seconds)
+        res = run_faults_bench(cfg, fuzz_turns=args.fuzz_turns, serve_seconds=args.serve_seconds,
+                               kill_seconds=args.kill_seconds)
         print(f"episodes_lost={res['episodes_lost']} duplicates={res['duplicates']} "
               f"parser_crashes={res['parser_crashes']} serve_5xx={res['serve_5xx']}")
+        print(f"node_lost_episodes={res['node_lost_episodes']} serve_5xx_under_kill={res['serve_5xx_under_kill']} "
+              f"corrupt_files_undetected={res['corrupt_files_undetected']} "
+              f"unauthorized_accepted={res['unauthorized_accepted']}")
     elif args.suite == "agent":
         from cluster.agent_bench import last_line, run_agent_bench
 
@@ -335,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=["tools", "rollout", "mvtec", "faults", "judge", "agent"])
     p.add_argument("--fuzz-turns", type=int, default=10000, help="faults: generated policy turns")
     p.add_argument("--serve-seconds", type=float, default=20.0, help="faults: sustained serve load")
+    p.add_argument("--kill-seconds", type=float, default=60.0, help="faults: serve load while replicas are killed")
     p.add_argument("--generated", default=None, help="mvtec: folder written by `anomalyagent synthesize`")
     p.add_argument("--data", default=None, help="mvtec, judge, agent: dataset root (default: the configured one)")
     p.add_argument("--out", default=None, help="mvtec, judge, agent: output folder (default: <out_dir>/bench_<suite>)")

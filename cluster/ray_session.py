@@ -35,3 +35,12 @@ def cluster_session(cfg, learner: bool = False):
     with ray_session(cfg.ray) as ray:
         check_cluster(cfg, learner)
         yield ray
+
+
+def live_actors():
+    """(class name, node id, pid) of every live actor, read from the GCS: unlike
+    ``ray.util.state`` it needs no dashboard, which our local sessions do not start."""
+    from ray._private import state
+
+    return [(a["ActorClassName"], a["Address"]["NodeID"], a["Pid"])
+            for a in state.actors(actor_state_name="ALIVE").values()]

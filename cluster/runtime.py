@@ -17,7 +17,8 @@ def start_engines(cfg: AppConfig, policy_path: str) -> List[Any]:
 
     e = cfg.policy.engine
     remote = ray.remote(EngineActor).options(num_cpus=e.num_cpus, num_gpus=e.num_gpus, max_restarts=e.max_restarts,
-                                             max_task_retries=e.max_restarts, max_concurrency=1000)
+                                             max_task_retries=e.max_restarts, max_concurrency=1000,
+                                             scheduling_strategy="SPREAD")
     return [remote.remote(policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed + i, e.prefix_cache_tokens, e.continuous_batching) for i in range(e.replicas)]
 
 

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from actors.registry import build_tool, resources_of
 from actors.service import ToolService
@@ -31,6 +32,9 @@ from cluster.serve_auth import install as install_auth
 from cluster.serve_request import FIELDS, RequestError, RequestLimits, SynthesizeRequest, check_fields, parse_json
 from rollout.config import EpisodeConfig
 
+RETRY_AFTER_S = 2  # what a 503 tells the client to wait
+HEALTH_TIMEOUT_S = 1.0  # a part that does not answer in time is down (a replica being replaced)
+HEALTH_CHECK_PERIOD_S = 2.0  # how often Serve's controller checks a tool or policy replica: a crash is replaced sooner
 TOOL_NAMES = ("prompt_gen", "image_gen", "quality_eval", "knowledge", "mask_gen")
 JSON_BODY = {
     "type": "object", "required": ["image", "category", "defect_type"], "additionalProperties": False,
@@ -74,14 +78,55 @@ class ToolServer:
         return {**self.service.stats(), "serve_batches": n, "serve_mean_batch": sum(self.batch_sizes) / n if n else 0.0}
 
 
+class Unavailable(Exception):
+    """A deployment stayed unreachable through every retry: the request gets a 503 with
+    ``Retry-After``, never a 500 (Serve restarts the replica meanwhile)."""
+
+
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # waits between calls to a dead replica: Serve needs a few seconds to replace it
+
+
+def _replica_gone(e: BaseException) -> bool:
+    import ray
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+    return isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, BackPressureError,
+                          DeploymentUnavailableError, ReplicaUnavailableError))
+
+
+def replicas_not_running() -> List[str]:
+    """Deployments of this app, as Serve's controller sees them, with a replica that is not
+    running (being replaced after a crash, starting) or a status other than healthy."""
+    app = serve.get_replica_context().app_name
+    status = serve.status().applications.get(app)
+    if status is None:
+        return []
+    return sorted(name for name, d in status.deployments.items()
+                  if d.status != "HEALTHY" or any(k != "RUNNING" and v for k, v in d.replica_states.items()))  # str enums
+
+
+async def call_with_retry(what: str, call):
+    """``await call()``; a replica that died under the request is retried (Serve routes the
+    retry to a live or restarted one), then ``Unavailable``. A tool call is idempotent."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return await call()
+        except Exception as e:  # noqa: BLE001 - only the replica-gone family is retried
+            if not _replica_gone(e):
+                raise
+            if delay is None:
+                raise Unavailable(f"{what} is unavailable: {type(e).__name__}") from None
+            await asyncio.sleep(delay)
+
+
 class _HandleTool:
     """A tool deployment handle as the episode's ``ToolCaller``."""
 
-    def __init__(self, handle):
-        self.handle = handle
+    def __init__(self, name: str, handle):
+        self.name, self.handle = name, handle
 
     async def call(self, arguments, images=None, context=None) -> dict:
-        return await self.handle.call.remote(arguments, images, context)
+        return await call_with_retry(f"tool {self.name}", lambda: self.handle.call.remote(arguments, images, context))
 
 
 class _HandleLLM:
@@ -90,9 +135,9 @@ class _HandleLLM:
     def __init__(self, handle):
         self.handle = handle
 
-    def generate(self, request_id: str, prompt_ids, sampling_params, image_data=None):
-        return self.handle.generate.remote(request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params,
-                                           image_data=image_data)
+    async def generate(self, request_id: str, prompt_ids, sampling_params, image_data=None):
+        return await call_with_retry("the policy engine", lambda: self.handle.generate.remote(
+            request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, image_data=image_data))
 
 
 def png_base64(array: np.ndarray) -> str:
@@ -162,6 +207,7 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
 
     @serve.deployment(name="agent", num_replicas=sc.agent_replicas, max_ongoing_requests=sc.max_ongoing_requests,
                       max_queued_requests=sc.max_queued_requests, ray_actor_options={"num_cpus": sc.agent_num_cpus},
+                      backpressure_config=BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S),
                       health_check_period_s=10)
     @serve.ingress(api)
     class AgentServer:
@@ -177,7 +223,7 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
             self.processor = processor_for(policy_path)
             self.policy, self.tool_handles = policy, tools
             self.llm = ServerLLM(_HandleLLM(policy))
-            self.tools = {n: _HandleTool(h) for n, h in tools.items()}
+            self.tools = {n: _HandleTool(n, h) for n, h in tools.items()}
             self.episode_cfg, self.limits, self.timeout_s = episode_cfg, limits, timeout_s
             self.max_attempts, self.tool_chain = max_attempts, tool_chain
 
@@ -220,13 +266,26 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
                                        self.max_attempts, self.tool_chain), self.timeout_s)
             except asyncio.TimeoutError:
                 return JSONResponse({"error": f"not done within {self.timeout_s:g}s"}, status_code=504)
+            except Unavailable as e:
+                return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
             return JSONResponse(out)
 
-        @api.get("/healthz", summary="Liveness of the agent, the policy and every tool")
+        @api.get("/healthz", summary="Liveness of the agent, the policy and every tool (503 while one is down)")
         async def healthz(self):
-            tools = await asyncio.gather(*(h.stats.remote() for h in self.tool_handles.values()))
-            policy = await self.policy.stats.remote()
-            return {"ok": True, "policy": policy, "tools": {n: t for n, t in zip(self.tool_handles, tools)}}
+            async def part(handle):  # a replica being replaced does not answer: that part is down, said in time
+                try:
+                    return await asyncio.wait_for(handle.stats.remote(), HEALTH_TIMEOUT_S)
+                except Exception as e:  # noqa: BLE001 - any failure is "down"
+                    return {"down": type(e).__name__}
+
+            names = list(self.tool_handles)
+            parts = await asyncio.gather(*(part(self.tool_handles[n]) for n in names), part(self.policy))
+            tools, policy = dict(zip(names, parts[:-1])), parts[-1]
+            down = [n for n, p in [*tools.items(), ("policy", policy)] if "down" in p]
+            replacing = await asyncio.to_thread(replicas_not_running)
+            down += [d for d in replacing if d.removeprefix("tool_") not in down]
+            body = {"ok": not down, "down": down, "policy": policy, "tools": tools}
+            return body if not down else JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
         def check_health(self) -> None:
             pass
@@ -236,12 +295,13 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
         r = resources_of(name, cfg.tools)
         tools[name] = serve.deployment(ToolServer, name=f"tool_{name}").options(
             num_replicas=r.replicas, max_ongoing_requests=max(r.max_concurrency, 2 * sc.max_ongoing_requests),
+            health_check_period_s=HEALTH_CHECK_PERIOD_S,
             ray_actor_options={"num_cpus": r.num_cpus, "num_gpus": r.num_gpus}).bind(name, cfg.tools)
     e = cfg.policy.engine
     cls, args = engine or (EngineActor, (policy_path, e.max_batch_size, e.batch_wait_ms, cfg.seed, e.prefix_cache_tokens,
                                          e.continuous_batching))
     policy = serve.deployment(cls, name="policy").options(
-        num_replicas=e.replicas, max_ongoing_requests=1000,
+        num_replicas=e.replicas, max_ongoing_requests=1000, health_check_period_s=HEALTH_CHECK_PERIOD_S,
         ray_actor_options={"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}).bind(*args)
     limits = RequestLimits(sc.max_bytes, sc.max_pixels, sc.min_side, sc.max_n, list(sc.formats),
                            list(cfg.tools.knowledge.extra))

@@ -106,7 +106,10 @@ def install(api, guard: KeyGuard) -> None:
 
     @api.middleware("http")
     async def require_key(request, call_next):
-        if request.url.path in OPEN_PATHS:
+        path, root = request.url.path, request.scope.get("root_path", "")  # an app under a route prefix
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        if path in OPEN_PATHS:
             return await call_next(request)
         digest = guard.identify(request.headers.get("authorization"))
         if digest is None:

@@ -96,6 +96,29 @@ def learner_bundles(cfg: LearnerConfig) -> List[Dict[str, float]]:
     return [{k: v for k, v in bundle.items() if v > 0} for _ in range(cfg.world_size)]
 
 
+def wait_for_placement(pg, cfg: LearnerConfig, timeout_s: float, say_every_s: float = 30.0) -> None:
+    """Wait for every rank's bundle, saying so while we wait (a node was lost, or the cluster
+    is too small): all ranks start or none does, so the learner never runs short of ranks.
+    Past ``timeout_s`` the group is given up with a message, and its bundles released."""
+    import time
+
+    from ray.util.placement_group import remove_placement_group
+
+    start, ready = time.monotonic(), pg.ready()
+    while True:
+        left = timeout_s - (time.monotonic() - start)
+        done, _ = ray.wait([ready], timeout=max(0.0, min(say_every_s, left)))
+        if done:
+            return
+        want = f"{cfg.world_size} learner ranks of {learner_bundles(cfg)[0]} ({cfg.placement_strategy})"
+        free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+        if time.monotonic() - start >= timeout_s:
+            remove_placement_group(pg)
+            raise TimeoutError(f"learner: no room for {want} within {timeout_s:g}s; the cluster has {free} free. "
+                               "Add a node, or lower learner.world_size / learner.num_cpus_per_worker")
+        print(f"learner: waiting for room for {want}; the cluster has {free} free", flush=True)
+
+
 class LearnerGroup:
     """``world_size`` ranks in one placement group (``placement_strategy``), so the ranks
     are gang-scheduled: all start or none does."""
@@ -106,7 +129,7 @@ class LearnerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.pg = placement_group(learner_bundles(cfg), strategy=cfg.placement_strategy)
-        ray.get(self.pg.ready(), timeout=ready_timeout_s)
+        wait_for_placement(self.pg, cfg, ready_timeout_s)
         strategy = lambda r: PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r)  # noqa: E731
         address = ray.get(ray.remote(_free_address).options(num_cpus=0, scheduling_strategy=strategy(0)).remote())
         self.workers = [

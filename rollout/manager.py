@@ -5,7 +5,9 @@ registered verl agent loop, calling the generation engines and the tool actors. 
 trajectories stream back as they complete: the manager stores each exactly once and hands
 it to the ``on_episode`` callbacks (the reward actor). An episode whose worker died, or
 that met a tool which stayed unavailable, is run again (same episode id) — nothing is lost
-and the store's id check means nothing is stored twice.
+and the store's id check means nothing is stored twice. When a node leaves the cluster, Ray
+restarts its actors on the nodes left (``max_restarts``); the manager keeps a restarting
+worker out of rotation until it answers again, and names the lost node in its report.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import ray
 from rollout.config import EpisodeConfig, RolloutConfig
 from rollout.store import TrajectoryStore
 from rollout.tasks import Task
+
+
+REPING_S = 1.0  # how soon to ask again after a worker that is being restarted
 
 
 @dataclass
@@ -83,6 +88,8 @@ class RolloutReport:
     by_node: Dict[str, int] = field(default_factory=dict)
     retry_reasons: Dict[str, int] = field(default_factory=dict)
     records: List[Dict[str, Any]] = field(default_factory=list)
+    nodes_lost: List[str] = field(default_factory=list)  # nodes that left the cluster during the run
+    replaced: List[Dict[str, Any]] = field(default_factory=list)  # workers Ray re-placed: worker, from, to
 
 
 def _infrastructure_fault(record: Dict[str, Any]) -> bool:
@@ -115,6 +122,11 @@ class RolloutManager:
         in_flight: Dict[Any, tuple] = {}
         load = self.load = [0] * len(self.workers)  # episodes in flight per worker
         down: Dict[int, Any] = {}  # worker index -> ping sent after a failure; out of rotation until it answers
+        reping: Dict[int, float] = {}  # worker index -> when to ping again (it was still restarting)
+        try:  # worker index -> the node it last answered from
+            node_of: Dict[int, str] = {w: st["node_id"] for w, st in enumerate(self.worker_stats())}
+        except ray.exceptions.RayActorError:
+            node_of = {}
         dead: set = set()  # workers that will not come back
         rr = itertools.cycle(range(len(self.workers)))
         bar = tqdm(total=len(specs), initial=report.stored, desc="rollout", unit="ep", disable=not progress)
@@ -134,16 +146,30 @@ class RolloutManager:
                 spec = queue.pop(0)
                 in_flight[self.workers[w].run_episode.remote(spec)] = (spec, w)
                 load[w] += 1
-            pings = {ref: w for w, ref in down.items()}
-            ready, _ = ray.wait(list(in_flight) + list(pings), num_returns=1, timeout=5.0)
+            now = time.monotonic()
+            for w in [w for w, at in reping.items() if at <= now]:
+                del reping[w]
+                down[w] = self.workers[w].stats.remote()
+            pings = {ref: w for w, ref in down.items() if ref is not None}
+            if not in_flight and not pings:  # every worker is restarting: ask again when the first is due
+                time.sleep(max(0.0, min(reping.values()) - now))
+                continue
+            wait_s = min([5.0] + [max(0.05, at - now) for at in reping.values()])
+            ready, _ = ray.wait(list(in_flight) + list(pings), num_returns=1, timeout=wait_s)
             for ref in ready:
                 if ref in pings:
                     w = pings[ref]
                     del down[w]
                     try:
-                        ray.get(ref)
+                        node = ray.get(ref)["node_id"]
+                    except ray.exceptions.ActorUnavailableError:  # Ray is still restarting it (a lost node)
+                        down[w], reping[w] = None, time.monotonic() + REPING_S
+                        continue
                     except ray.exceptions.RayActorError:
                         dead.add(w)  # out of restarts
+                        continue
+                    self._note_move(report, w, node_of.get(w), node)
+                    node_of[w] = node
                     continue
                 spec, w = in_flight.pop(ref)
                 load[w] -= 1
@@ -151,11 +177,15 @@ class RolloutManager:
                     out = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.ObjectLostError) as e:
+                    if isinstance(e, ray.exceptions.RayTaskError):  # raised inside a live worker: a callee was lost
+                        self._retry(spec, queue, report, f"an engine or tool actor was lost: {type(e).__name__}")
+                        continue
                     if w not in down and w not in dead:
-                        down[w] = self.workers[w].pid.remote()
+                        down[w] = self.workers[w].stats.remote()  # answers once Ray has restarted it
                     self._retry(spec, queue, report, f"worker died: {type(e).__name__}")
                     continue
                 record = out["record"]
+                node_of[w] = out["node_id"]
                 if _infrastructure_fault(record):
                     self._retry(spec, queue, report, "a tool stayed unavailable")
                     continue
@@ -174,6 +204,18 @@ class RolloutManager:
         bar.close()
         report.wall_s = time.perf_counter() - t0
         return report
+
+    @staticmethod
+    def _note_move(report: RolloutReport, worker: int, before: Optional[str], after: str) -> None:
+        """A restarted worker on another node: say so, and name the nodes that have left."""
+        if before is None or before == after:
+            return
+        report.replaced.append({"worker": worker, "from": before, "to": after})
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        if before not in alive and before not in report.nodes_lost:
+            report.nodes_lost.append(before)
+            print(f"rollout: node {before[:8]} left the cluster; its episodes run again on the nodes that are left",
+                  flush=True)
 
     def _retry(self, spec: EpisodeSpec, queue: list, report: RolloutReport, why: str) -> None:
         report.retry_reasons[why] = report.retry_reasons.get(why, 0) + 1

@@ -36,3 +36,20 @@ def test_train_resumes_after_the_learner_dies(ray_local, tmp_path, monkeypatch, 
     ids = TrajectoryStore(grpo / "trajectories").ids()
     per_step = Counter(int(e[1:].split("-", 1)[0]) for e in ids)
     assert per_step == {0: 4, 1: 4, 2: 4, 3: 4}  # 2 tasks x G=2 per step, each step once
+
+
+@pytest.mark.ray
+def test_a_learner_group_without_room_waits_says_so_and_gives_up_whole(ray_local, capsys):
+    """After a lost node the learner's ranks may not fit: it waits and says so, never runs short
+    of ranks (all bundles or none), and past the timeout releases what it held."""
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from policy.config import LearnerConfig
+    from policy.learner_group import learner_bundles, wait_for_placement
+
+    cfg = LearnerConfig(world_size=2, num_cpus_per_worker=5.0, placement_strategy="STRICT_PACK")  # 10 of 8 CPUs
+    pg = placement_group(learner_bundles(cfg), strategy=cfg.placement_strategy)
+    with pytest.raises(TimeoutError, match=r"learner: no room for 2 learner ranks of \{'CPU': 5.0\} \(STRICT_PACK\)"):
+        wait_for_placement(pg, cfg, timeout_s=1.0, say_every_s=0.3)
+    assert "learner: waiting for room for 2 learner ranks" in capsys.readouterr().out
+    assert placement_group_table(pg)["state"] == "REMOVED"

@@ -46,7 +46,7 @@ def auth_check(cfg, policy: str) -> Dict[str, Any]:
             health = c.get(url + "/healthz")
             health = health.status_code if health.status_code == 200 else (health.status_code, health.text[:300])
     finally:
-        serve.delete("auth")
+        serve.shutdown()  # the next user starts Serve on its own port
     return {"refused": refused, "unauthorized_accepted": sum(200 <= v < 300 for v in refused.values()),
             "not_401": sorted(n for n, v in refused.items() if v != 401), "valid_key": valid,
             "over_burst": limited.status_code, "over_burst_retry_after": limited.headers.get("retry-after"),

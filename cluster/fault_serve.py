@@ -61,6 +61,8 @@ async def load_with_kills(url: str, body: dict, concurrency: int, duration_s: fl
                 except httpx.TransportError:
                     code, ra = 599, False  # the connection itself failed: counted as a 5xx
                 rows.append((start - t0, code, time.monotonic() - start, ra))
+                if code == 599:
+                    await asyncio.sleep(0.5)  # a client's back-off, not a synchronization
 
         async def poll_health():
             while time.monotonic() < deadline:

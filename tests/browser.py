@@ -8,7 +8,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = ("chromedriver",)
@@ -56,3 +56,47 @@ def screenshot(driver, name: str, out: Path) -> Path:
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(extra) / path.name)
     return path
+
+
+def page_screenshots(runs: Path, samples: Path, out: Path) -> List[Path]:
+    """The README's pictures: the viewer on the richest episode of ``runs`` and the rating
+    page on ``samples`` (a synthesize folder) with the mask shown, in headless Chromium."""
+    import tempfile
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from cluster.rating_store import RatingStore, generated_samples
+    from cluster.viewer_data import RunsView
+    from cluster.web_pages import ServerThread, rating_app, viewer_app
+
+    wait = lambda d, cond: WebDriverWait(d, 30, poll_frequency=0.1).until(cond)  # noqa: E731
+    view, shots = RunsView(runs), []
+    store = max(view.summary(), key=lambda s: s["episodes"])["store"]
+    with ServerThread(viewer_app(runs)) as s, chromium(1400, 1000) as d:
+        d.get(s.url)
+        wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#store option")) >= 1)
+        Select(d.find_element(By.ID, "store")).select_by_visible_text(store)
+        d.find_element(By.ID, "status").send_keys("answer")
+        d.find_element(By.ID, "apply").click()
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.ep"))
+        d.find_elements(By.CSS_SELECTOR, "tr.ep")[0].click()
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#main canvas"))
+        shots.append(screenshot(d, "viewer", out))
+    with tempfile.TemporaryDirectory() as tmp:
+        rs = RatingStore(Path(tmp) / "r.db")
+        rs.add_samples(generated_samples(samples, "agent"))
+        with ServerThread(rating_app(rs)) as s, chromium(900, 900) as d:
+            d.get(s.url)
+            d.find_element(By.ID, "rater").send_keys("readme")
+            d.find_element(By.ID, "start").click()
+            wait(d, lambda d: d.execute_script("return document.getElementById('image').naturalWidth") > 0)
+            d.find_element(By.TAG_NAME, "body").send_keys("m")
+            shots.append(screenshot(d, "rating", out))
+    return shots
+
+
+if __name__ == "__main__":  # python -m tests.browser RUNS SAMPLES OUT
+    import sys
+
+    print(page_screenshots(*map(Path, sys.argv[1:4])))

@@ -79,9 +79,13 @@ def page_screenshots(runs: Path, samples: Path, out: Path) -> List[Path]:
         Select(d.find_element(By.ID, "store")).select_by_visible_text(store)
         d.find_element(By.ID, "status").send_keys("answer")
         d.find_element(By.ID, "apply").click()
-        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.ep"))
-        d.find_elements(By.CSS_SELECTOR, "tr.ep")[0].click()
-        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#main canvas"))
+        n = len(view.episodes(store, status="answer"))  # the list of this store, not the one shown first
+        wait(d, lambda d: d.find_element(By.ID, "count").text == f"{n} episodes")
+        first = d.find_elements(By.CSS_SELECTOR, "tr.ep")[0]
+        episode = first.find_elements(By.TAG_NAME, "td")[0].text
+        first.click()
+        wait(d, lambda d: d.find_element(By.CSS_SELECTOR, "#main h3").text == episode
+             and d.find_elements(By.CSS_SELECTOR, "#main canvas"))
         shots.append(screenshot(d, "viewer", out))
     with tempfile.TemporaryDirectory() as tmp:
         rs = RatingStore(Path(tmp) / "r.db")

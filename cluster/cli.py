@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -275,7 +276,7 @@ def cmd_serve(cfg: AppConfig, args) -> int:
 
     load_knowledge(tuple(cfg.tools.knowledge.extra))  # a bad knowledge file stops here, before Ray
     from cluster.ray_session import cluster_session
-    from cluster.serve_app import start_serve
+    from cluster.serve_app import drain_and_stop, start_serve
 
     from cluster.serve_auth import ServeAuthError, keys_for_start
 
@@ -291,14 +292,15 @@ def cmd_serve(cfg: AppConfig, args) -> int:
     policy, what = latest_policy(cfg, cfg.serve.policy)
     with cluster_session(cfg):
         url = start_serve(cfg, policy)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # ours, not Ray's: a SIGTERM used to end in SIGABRT
+            signal.signal(sig, lambda signum, frame: stop.set())
         print(f"serving {policy} ({what}) at {url}: POST {url}/v1/synthesize, GET {url}/healthz, "
-              f"schema {url}/openapi.json  (Ctrl-C to stop)", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            from ray import serve
-
-            serve.shutdown()
+              f"schema {url}/openapi.json  (Ctrl-C or SIGTERM to stop)", flush=True)
+        stop.wait()
+        print(f"serve: stopping; requests in flight get up to {cfg.serve.drain_timeout_s:g}s", flush=True)
+        cut = drain_and_stop("anomalyagent", cfg.serve.drain_timeout_s)
+        print(f"serve: stopped ({cut} requests cut off)", flush=True)
     return 0
 
 
@@ -425,6 +427,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             check_policy_kind(cfg.policy.kind, os.path.expanduser(cfg.policy.path))  # before any work
         return COMMANDS[args.command](cfg, args)
+    except KeyboardInterrupt:
+        print(f"anomalyagent: {args.command} stopped; what it finished is on disk, whole: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
     except PolicyKindError as e:
         print(f"anomalyagent: policy error: {e}", file=sys.stderr)
         return 2

@@ -82,6 +82,7 @@ class ServeConfig:
     max_ongoing_requests: int = 32  # per agent replica, running at once
     max_queued_requests: int = 64  # waiting beyond that; more -> 503
     request_timeout_s: float = 300.0
+    drain_timeout_s: float = 60.0  # on SIGTERM/SIGINT: how long requests in flight may take to finish
     max_bytes: int = 8_000_000
     max_pixels: int = 4_194_304  # 2048 x 2048
     min_side: int = 16

@@ -7,6 +7,17 @@ from contextlib import contextmanager
 from cluster.config import RayConfig
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM as Ctrl-C: ``KeyboardInterrupt`` unwinds the command (Ray shut down, files
+    already written left complete: they are renamed into place), and ``main`` says how to
+    resume. ``serve`` replaces it with its own drain."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 @contextmanager
 def ray_session(cfg: RayConfig):
     import ray
@@ -20,6 +31,7 @@ def ray_session(cfg: RayConfig):
     else:
         ray.init(address="local", num_cpus=cfg.num_cpus or None, num_gpus=cfg.num_gpus or None, include_dashboard=False,
                  namespace=cfg.namespace, log_to_driver=False, configure_logging=False)
+    stop_on_sigterm()  # ray.init set its own handler (sys.exit(15)); ours unwinds the same way as Ctrl-C
     try:
         yield ray
     finally:

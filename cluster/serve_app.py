@@ -33,6 +33,7 @@ from cluster.serve_request import FIELDS, RequestError, RequestLimits, Synthesiz
 from rollout.config import EpisodeConfig
 
 RETRY_AFTER_S = 2  # what a 503 tells the client to wait
+DRAIN_SETTLE_S = 1.0  # after the last request in flight: time for its answer to pass the proxy
 HEALTH_TIMEOUT_S = 1.0  # a part that does not answer in time is down (a replica being replaced)
 HEALTH_CHECK_PERIOD_S = 2.0  # how often Serve's controller checks a tool or policy replica: a crash is replaced sooner
 TOOL_NAMES = ("prompt_gen", "image_gen", "quality_eval", "knowledge", "mask_gen")
@@ -226,6 +227,12 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
             self.tools = {n: _HandleTool(n, h) for n, h in tools.items()}
             self.episode_cfg, self.limits, self.timeout_s = episode_cfg, limits, timeout_s
             self.max_attempts, self.tool_chain = max_attempts, tool_chain
+            self.in_flight, self.draining = 0, False
+
+        def drain(self) -> int:
+            """Stop taking requests (503 + Retry-After from now on); the number still in flight."""
+            self.draining = True
+            return self.in_flight
 
         async def _parse(self, request: Request) -> SynthesizeRequest:
             length = request.headers.get("content-length")
@@ -259,7 +266,11 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
                 req = await self._parse(request)
             except RequestError as e:
                 return JSONResponse(e.to_dict(), status_code=e.status)
+            if self.draining:
+                return JSONResponse({"error": "the server is shutting down"}, status_code=503,
+                                    headers={"Retry-After": str(RETRY_AFTER_S)})
             rid = uuid.uuid4().hex[:12]
+            self.in_flight += 1
             try:
                 out = await asyncio.wait_for(
                     synthesize_samples(req, self.tokenizer, self.llm, self.tools, self.episode_cfg, rid, self.processor,
@@ -268,6 +279,8 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
                 return JSONResponse({"error": f"not done within {self.timeout_s:g}s"}, status_code=504)
             except Unavailable as e:
                 return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+            finally:
+                self.in_flight -= 1
             return JSONResponse(out)
 
         @api.get("/healthz", summary="Liveness of the agent, the policy and every tool (503 while one is down)")
@@ -284,7 +297,7 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
             down = [n for n, p in [*tools.items(), ("policy", policy)] if "down" in p]
             replacing = await asyncio.to_thread(replicas_not_running)
             down += [d for d in replacing if d.removeprefix("tool_") not in down]
-            body = {"ok": not down, "down": down, "policy": policy, "tools": tools}
+            body = {"ok": not down, "down": down, "in_flight": self.in_flight, "policy": policy, "tools": tools}
             return body if not down else JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
         def check_health(self) -> None:
@@ -308,6 +321,22 @@ def build_app(cfg: AppConfig, policy_path: str, engine=None):
     episode = dataclasses.replace(cfg.episode, temperature=cfg.synthesize.temperature)  # delivery decodes as synthesize
     return AgentServer.bind(policy, tools, policy_path, episode, limits, sc.request_timeout_s,
                             cfg.synthesize.max_attempts, cfg.synthesize.tool_chain_fallback)
+
+
+def drain_and_stop(app: str, timeout_s: float) -> int:
+    """Shut the endpoint down cleanly: the agent stops taking requests, those in flight get
+    up to ``timeout_s`` to finish, then Serve stops. Returns how many were cut off."""
+    import time
+
+    agent = serve.get_deployment_handle("agent", app_name=app)
+    deadline = time.monotonic() + timeout_s
+    left = agent.drain.remote().result()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling the agent's own count, not a synchronization
+        left = agent.drain.remote().result()
+    time.sleep(DRAIN_SETTLE_S)  # the agent is done with a request before its answer has left the HTTP proxy
+    serve.shutdown()
+    return left
 
 
 def start_serve(cfg: AppConfig, policy_path: str, name: str = "anomalyagent", route_prefix: str = "/",

@@ -11,16 +11,14 @@ pytestmark = [pytest.mark.reliability, pytest.mark.ray, pytest.mark.slow]
 
 
 def test_a_lost_node_loses_and_duplicates_nothing(syn_root, tiny_models):
-    cmd = [sys.executable, "-m", "cluster.fault_node", "-", str(tiny_models["text"]), str(syn_root),
+    cmd = [sys.executable, "-m", "cluster.fault_node", "--fault-only", "-", str(tiny_models["text"]), str(syn_root),
            "tools.knowledge.embedder=hashing", "data.target_categories=[syn_pill,syn_marble]"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=540)
     assert run.returncode == 0, run.stderr[-3000:]
     figures = json.loads(run.stdout.strip().splitlines()[-1])
     print(f"node loss: {figures}")
-    base, lost = figures["baseline"], figures["node_lost"]
-    assert base["episodes"] == lost["episodes"] == 64
-    assert (base["stored"], base["lost"], base["duplicates"], base["retried"]) == (64, 0, 0, 0)
-    assert base["nodes_alive_after"] == 3 and base["removed_held"] is None
+    lost = figures["node_lost"]  # (the bench also runs it without the fault, for the time; not needed here)
+    assert "baseline" not in figures and lost["episodes"] == 64
     assert (lost["stored"], lost["lost"], lost["duplicates"]) == (64, 0, 0)
     assert lost["removed_held"]["RolloutWorker"] >= 1  # the node held a worker (and what else it held)
     assert lost["retried"] >= 1 and sum(lost["retry_reasons"].values()) == lost["retried"]

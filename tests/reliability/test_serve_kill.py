@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.ray, pytest.mark.slow]
 
 def test_killed_replicas_under_load_give_no_500(ray_local, tiny_models):
     cfg = small_cfg(**{"episode.max_turns": 3, "synthesize.tool_chain_fallback": True})
-    figures = serve_under_kill(cfg, str(tiny_models["text"]), concurrency=16, duration_s=50.0)
+    figures = serve_under_kill(cfg, str(tiny_models["text"]), concurrency=16, duration_s=40.0)
     print(f"serve under kill: {figures}")
     assert [k["deployment"] for k in figures["killed"]] == ["tool_image_gen", "policy"]
     assert figures["all"]["5xx"] == 0 and figures["all"]["503_without_retry_after"] == 0

@@ -8,8 +8,9 @@ restarts the lost actors on the nodes that are left (every actor has ``max_resta
 the lost node. We count what was stored, lost, stored twice and re-run, and the time against
 the run without the fault.
 
-The cluster is ours alone, so this runs in a process with no other Ray session: the test and
-``anomalyagent bench faults`` call it through ``python -m cluster.fault_node``.
+The cluster is ours alone, so this needs a process with no Ray session open: the test runs it
+as ``python -m cluster.fault_node --fault-only`` (the fault run only), ``anomalyagent bench
+faults`` calls it before opening its own session.
 """
 from __future__ import annotations
 

@@ -70,7 +70,10 @@ def page_screenshots(runs: Path, samples: Path, out: Path) -> List[Path]:
     from cluster.viewer_data import RunsView
     from cluster.web_pages import ServerThread, rating_app, viewer_app
 
-    wait = lambda d, cond: WebDriverWait(d, 30, poll_frequency=0.1).until(cond)  # noqa: E731
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    wait = lambda d, cond: WebDriverWait(d, 30, poll_frequency=0.1, ignored_exceptions=(  # noqa: E731
+        NoSuchElementException, StaleElementReferenceException)).until(cond)
     view, shots = RunsView(runs), []
     store = max(view.summary(), key=lambda s: s["episodes"])["store"]
     with ServerThread(viewer_app(runs)) as s, chromium(1400, 1000) as d:

@@ -17,9 +17,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser.missing() is not None
 
 
 def _wait(driver, cond, timeout=20):
+    """Until ``cond`` holds; an element the page re-rendered under us is looked up again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: cond(d))
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(cond)
 
 
 def _expected_canvas(image: Path, mask: Optional[Path], scale: int) -> np.ndarray:

@@ -73,7 +73,7 @@ def test_sigterm_stops_synthesize_with_whole_files_and_the_rerun_resumes(tiny_mo
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "cluster.cli", "synthesize", "--data", str(syn_root), "--out", str(out),
-           "--categories", "syn_pill", f"synthesize.policy={tiny_models['text']}", "synthesize.per_defect=4",
+           "--categories", "syn_pill", f"synthesize.policy={tiny_models['text']}", "synthesize.per_defect=3",
            "synthesize.tool_chain_fallback=true", "tools.knowledge.embedder=hashing", "episode.max_turns=3"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -103,7 +103,7 @@ def test_sigterm_stops_train_and_the_rerun_resumes_from_its_checkpoint(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "cluster.cli", "train", "--out", str(run), f"cache_dir={tmp_path}/cache",
-           *[o for o in TINY if not o.startswith("rl.steps=")], "rl.steps=6"]
+           *[o for o in TINY if not o.startswith("rl.steps=")], "rl.steps=4"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpts = run / "grpo" / "checkpoints"
     try:
@@ -116,8 +116,8 @@ def test_sigterm_stops_train_and_the_rerun_resumes_from_its_checkpoint(tmp_path)
     assert proc.returncode == 130, log[-3000:]
     assert "train stopped; what it finished is on disk, whole" in log and "Traceback" not in log
     stopped_at = int(CheckpointManager(ckpts).latest().name.split("_")[1])
-    assert 1 <= stopped_at < 6 and not list(ckpts.glob(".tmp-*"))
+    assert 1 <= stopped_at < 4 and not list(ckpts.glob(".tmp-*"))
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "GRPO run in" in done.stdout and ": 6 steps," in done.stdout  # steps 1..6, each once
-    assert CheckpointManager(ckpts).latest().name == "step_6"
+    assert "GRPO run in" in done.stdout and ": 4 steps," in done.stdout  # steps 1..4, each once
+    assert CheckpointManager(ckpts).latest().name == "step_4"

@@ -128,6 +128,7 @@ class RolloutManager:
         except ray.exceptions.RayActorError:
             node_of = {}
         dead: set = set()  # workers that will not come back
+        alive_at_start = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         rr = itertools.cycle(range(len(self.workers)))
         bar = tqdm(total=len(specs), initial=report.stored, desc="rollout", unit="ep", disable=not progress)
         done_ids = set()
@@ -202,6 +203,7 @@ class RolloutManager:
                         report.records.append({**record, **extra})
                 bar.update(1)
         bar.close()
+        self._note_lost_nodes(report, alive_at_start)  # also those whose workers' episodes failed elsewhere
         report.wall_s = time.perf_counter() - t0
         return report
 
@@ -216,6 +218,14 @@ class RolloutManager:
             report.nodes_lost.append(before)
             print(f"rollout: node {before[:8]} left the cluster; its episodes run again on the nodes that are left",
                   flush=True)
+
+    @staticmethod
+    def _note_lost_nodes(report: RolloutReport, alive_at_start: set) -> None:
+        for node in sorted(alive_at_start - {n["NodeID"] for n in ray.nodes() if n["Alive"]}):
+            if node not in report.nodes_lost:
+                report.nodes_lost.append(node)
+                print(f"rollout: node {node[:8]} left the cluster during the run; its episodes ran again elsewhere",
+                      flush=True)
 
     def _retry(self, spec: EpisodeSpec, queue: list, report: RolloutReport, why: str) -> None:
         report.retry_reasons[why] = report.retry_reasons.get(why, 0) + 1

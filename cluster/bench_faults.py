@@ -164,21 +164,14 @@ async def _load(url: str, body: dict, concurrency: int, duration_s: float) -> Li
 
 
 def serve_faults(cfg: AppConfig, policy: str, duration_s: float, concurrency: int) -> Dict[str, Any]:
-    import socket
-
     import httpx
     from ray import serve
 
-    from benchmarks.bad_requests import b64, corpus, encode
-    from cluster.serve_app import start_serve
-    from rollout.data.synthetic import normal_image
+    from benchmarks.bad_requests import corpus
+    from cluster.fault_serve import pill_image, pill_request, serve_on_free_port
 
-    cfg = _small(cfg)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        cfg.serve.port = s.getsockname()[1]
-    image = normal_image("syn_pill", 1, 96).image
-    url = start_serve(cfg, policy)
+    image = pill_image()
+    url = serve_on_free_port(_small(cfg), policy)
     try:
         wrong = []
         with httpx.Client(timeout=60) as client:
@@ -187,8 +180,7 @@ def serve_faults(cfg: AppConfig, policy: str, duration_s: float, concurrency: in
                 if not 400 <= code < 500:
                     wrong.append((name, code))
             healthy = client.get(url + "/healthz").status_code == 200
-        body = {"image": b64(encode(image)), "category": "syn_pill", "defect_type": "crack", "n": 1}
-        results = asyncio.run(_load(url, body, concurrency, duration_s))
+        results = asyncio.run(_load(url, pill_request(), concurrency, duration_s))
     finally:
         serve.shutdown()
     codes = [c for c, _ in results]

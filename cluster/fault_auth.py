@@ -5,7 +5,6 @@ valid key must work, and a key past its burst gets 429 with ``Retry-After``.
 from __future__ import annotations
 
 import copy
-import socket
 from typing import Any, Dict
 
 KEY = "faults-bench-key-0123456789abcdef"
@@ -24,19 +23,13 @@ def auth_check(cfg, policy: str) -> Dict[str, Any]:
     import httpx
     from ray import serve
 
-    from benchmarks.bad_requests import b64, encode
-    from cluster.serve_app import start_serve
-    from rollout.data.synthetic import normal_image
+    from cluster.fault_serve import pill_request, serve_on_free_port
 
     cfg = copy.deepcopy(cfg)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        cfg.serve.port = s.getsockname()[1]
     cfg.serve.require_auth, cfg.serve.api_keys = True, [KEY]
     cfg.serve.rate_limit_burst, cfg.serve.rate_limit_per_minute = 2, 1
-    body = {"image": b64(encode(normal_image("syn_pill", 1, 96).image)), "category": "syn_pill",
-            "defect_type": "crack", "n": 1}
-    url = start_serve(cfg, policy, name="auth", route_prefix="/auth")
+    body = pill_request()
+    url = serve_on_free_port(cfg, policy, name="auth", route_prefix="/auth")
     try:
         with httpx.Client(timeout=120) as c:
             refused = {name: c.post(url + "/v1/synthesize", json=body, **kw).status_code for name, kw in ATTEMPTS.items()}

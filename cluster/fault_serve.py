@@ -10,6 +10,7 @@ kill) and ``after``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import signal
 import time
@@ -99,23 +100,39 @@ async def load_with_kills(url: str, body: dict, concurrency: int, duration_s: fl
             "all": _phase_figures(rows), **{k: _phase_figures(v) for k, v in phases.items()}}
 
 
-def serve_under_kill(cfg, policy: str, concurrency: int = 16, duration_s: float = 60.0) -> Dict[str, Any]:
-    """Deploy the endpoint on the current Ray session, load it with kills, shut it down."""
-    import socket
-
-    from ray import serve
-
-    from benchmarks.bad_requests import b64, encode
-    from cluster.serve_app import start_serve
+def pill_image() -> np.ndarray:
     from rollout.data.synthetic import normal_image
 
+    return normal_image("syn_pill", 1, 96).image
+
+
+def pill_request() -> dict:
+    """One good ``/v1/synthesize`` body: a synthetic pill, one crack."""
+    from benchmarks.bad_requests import b64, encode
+
+    return {"image": b64(encode(pill_image())), "category": "syn_pill", "defect_type": "crack", "n": 1}
+
+
+def serve_on_free_port(cfg, policy: str, **kwargs) -> str:
+    """Deploy the endpoint (a copy of ``cfg`` on a free loopback port) on the current Ray
+    session; returns its URL. The fault parts each start and shut down their own."""
+    import socket
+
+    from cluster.serve_app import start_serve
+
+    cfg = copy.deepcopy(cfg)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         cfg.serve.port = s.getsockname()[1]
-    image = normal_image("syn_pill", 1, 96).image
-    url = start_serve(cfg, policy)
+    return start_serve(cfg, policy, **kwargs)
+
+
+def serve_under_kill(cfg, policy: str, concurrency: int = 16, duration_s: float = 60.0) -> Dict[str, Any]:
+    """Deploy the endpoint on the current Ray session, load it with kills, shut it down."""
+    from ray import serve
+
+    url = serve_on_free_port(cfg, policy)
     try:
-        body = {"image": b64(encode(image)), "category": "syn_pill", "defect_type": "crack", "n": 1}
-        return asyncio.run(load_with_kills(url, body, concurrency, duration_s))
+        return asyncio.run(load_with_kills(url, pill_request(), concurrency, duration_s))
     finally:
         serve.shutdown()

@@ -169,7 +169,9 @@ class RolloutManager:
                     except ray.exceptions.RayActorError:
                         dead.add(w)  # out of restarts
                         continue
-                    self._note_move(report, w, node_of.get(w), node)
+                    if node_of.get(w) not in (None, node):  # Ray re-placed it: say where, and name the lost node
+                        report.replaced.append({"worker": w, "from": node_of[w], "to": node})
+                        self._note_lost_nodes(report, alive_at_start)
                     node_of[w] = node
                     continue
                 spec, w = in_flight.pop(ref)
@@ -208,23 +210,11 @@ class RolloutManager:
         return report
 
     @staticmethod
-    def _note_move(report: RolloutReport, worker: int, before: Optional[str], after: str) -> None:
-        """A restarted worker on another node: say so, and name the nodes that have left."""
-        if before is None or before == after:
-            return
-        report.replaced.append({"worker": worker, "from": before, "to": after})
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        if before not in alive and before not in report.nodes_lost:
-            report.nodes_lost.append(before)
-            print(f"rollout: node {before[:8]} left the cluster; its episodes run again on the nodes that are left",
-                  flush=True)
-
-    @staticmethod
     def _note_lost_nodes(report: RolloutReport, alive_at_start: set) -> None:
         for node in sorted(alive_at_start - {n["NodeID"] for n in ray.nodes() if n["Alive"]}):
             if node not in report.nodes_lost:
                 report.nodes_lost.append(node)
-                print(f"rollout: node {node[:8]} left the cluster during the run; its episodes ran again elsewhere",
+                print(f"rollout: node {node[:8]} left the cluster; its episodes run again on the nodes that are left",
                       flush=True)
 
     def _retry(self, spec: EpisodeSpec, queue: list, report: RolloutReport, why: str) -> None:
